@@ -1,0 +1,275 @@
+"""Typed, frozen experiment configs and `--set key=value` overrides.
+
+Every config is a tree of frozen dataclasses. Defaults live in the schema; an experiment file returns an instance
+from `get_config()`. Overrides are parsed to the annotated type of the field they target, and any unknown key or
+value that does not parse is a `UserError` naming what is accepted.
+
+A tuple of dataclasses that each have a `name` field (the players of a model) is addressed by name:
+`players.vae.optim.lr=3e-4`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, Literal
+
+from aigc_jax.core.errors import UserError
+
+# ----------------------------------------------------------------------------------------------------------------
+# The schema shared by every family.
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """One player's Optax optimizer and learning-rate schedule."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = 0
+    final_lr: float = 0.0  # learning rate at the last step of the cosine schedule
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # adamw only
+    clip_norm: float = 0.0  # global-norm clipping; 0 disables it
+
+
+@dataclasses.dataclass(frozen=True)
+class PlayerConfig:
+    """A trainable player: its optimizer and how many updates it makes per train step (the update schedule)."""
+
+    name: str = "model"
+    optim: OptimConfig = OptimConfig()
+    updates_per_step: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"  # mnist | tfds:NAME | path/to/file.npz
+    path: str = ""  # for mnist: a folder of IDX files (default: the embedded copy); for tfds: the data_dir
+    batch_size: int = 128  # global batch, sharded over the mesh's data axes
+    eval_batch_size: int = 500
+    binarize: Literal["none", "dynamic"] = "none"  # dynamic: x ~ Bernoulli(pixel intensity), resampled every time
+    seed: int = 0  # shuffling seed
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 100
+    eval_every: int = 0  # 0: only at the end
+    sample_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # the last K; the best (lowest eval loss) is kept as well
+    num_eval_batches: int = 0  # 0: the whole test split
+    num_samples: int = 64  # images in each sample grid
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of every family's model config; subclasses are frozen dataclasses too."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    model_name: str  # a key of the model registry
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    players: tuple[PlayerConfig, ...] = (PlayerConfig(),)
+    train: TrainConfig = TrainConfig()
+    mesh: str = ""  # e.g. "data=4,fsdp=2"; empty: every device on the data axis
+
+    def player(self, name: str) -> PlayerConfig:
+        for p in self.players:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Overrides.
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a comma-separated list of " + _describe(typing.get_args(tp)[0])
+    if tp is type(None):
+        return "none"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def parse_value(text: str, tp, key: str) -> Any:
+    """Parse `text` to type `tp`; raise UserError naming the key and the accepted values."""
+    origin = typing.get_origin(tp)
+    try:
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            for c in choices:
+                if str(c) == text:
+                    return c
+            raise ValueError
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if type(None) in args and text.lower() in ("none", "null", ""):
+                return None
+            for a in args:
+                if a is type(None):
+                    continue
+                try:
+                    return parse_value(text, a, key)
+                except UserError:
+                    pass
+            raise ValueError
+        if origin is tuple:
+            (elem, *rest) = typing.get_args(tp)
+            if not text:
+                return ()
+            return tuple(parse_value(t.strip(), elem, key) for t in text.split(","))
+        if tp is bool:
+            low = text.lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if tp is int:
+            return int(text)
+        if tp is float:
+            v = float(text)
+            return v
+        if tp is str:
+            return text
+    except ValueError:
+        pass
+    raise UserError(f"bad value {text!r} for {key}: expected {_describe(tp)}")
+
+
+def _set_path(obj, path: list[str], text: str, full_key: str):
+    if not dataclasses.is_dataclass(obj):
+        raise UserError(f"unknown config key {full_key!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    head, rest = path[0], path[1:]
+    if head not in fields:
+        raise UserError(
+            f"unknown config key {full_key!r}: {head!r} is not one of {', '.join(sorted(fields))}"
+        )
+    current = getattr(obj, head)
+    tp = _hints(type(obj))[head]
+    if not rest:
+        if dataclasses.is_dataclass(current):
+            sub = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(current))
+            raise UserError(f"config key {full_key!r} is a group; set one of its fields: {sub}")
+        return dataclasses.replace(obj, **{head: parse_value(text, tp, full_key)})
+    if isinstance(current, tuple) and current and all(
+        dataclasses.is_dataclass(c) and hasattr(c, "name") for c in current
+    ):
+        names = [c.name for c in current]
+        if rest[0] not in names:
+            raise UserError(f"unknown config key {full_key!r}: {head} are named {', '.join(names)}")
+        new = tuple(
+            _set_path(c, rest[1:], text, full_key) if c.name == rest[0] and rest[1:] else c for c in current
+        )
+        if not rest[1:]:
+            raise UserError(f"config key {full_key!r} is a group; set one of its fields")
+        return dataclasses.replace(obj, **{head: new})
+    return dataclasses.replace(obj, **{head: _set_path(current, rest, text, full_key)})
+
+
+def apply_overrides(config, overrides: list[str] | tuple[str, ...]):
+    """Apply `key=value` strings to a frozen dataclass config; returns a new config."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"bad override {item!r}: expected key=value, e.g. train.steps=100")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"bad override {item!r}: expected key=value, e.g. train.steps=100")
+        config = _set_path(config, key.split("."), text.strip(), key)
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Range checks that the types alone cannot express."""
+    t, d = config.train, config.data
+    positive = {
+        "train.steps": t.steps,
+        "train.log_every": t.log_every,
+        "train.checkpoint_every": t.checkpoint_every,
+        "train.keep_checkpoints": t.keep_checkpoints,
+        "train.num_samples": t.num_samples,
+        "data.batch_size": d.batch_size,
+        "data.eval_batch_size": d.eval_batch_size,
+    }
+    for k, v in positive.items():
+        if v <= 0:
+            raise UserError(f"bad value {v} for {k}: expected a positive integer")
+    for k, v in {"train.eval_every": t.eval_every, "train.sample_every": t.sample_every,
+                 "train.num_eval_batches": t.num_eval_batches}.items():
+        if v < 0:
+            raise UserError(f"bad value {v} for {k}: expected 0 (off) or a positive integer")
+    for p in config.players:
+        o = p.optim
+        if o.lr <= 0:
+            raise UserError(f"bad value {o.lr} for players.{p.name}.optim.lr: expected a positive number")
+        if o.warmup_steps < 0 or o.clip_norm < 0 or p.updates_per_step < 1:
+            raise UserError(f"bad optimizer settings for player {p.name!r}: warmup_steps and clip_norm must be "
+                            ">= 0 and updates_per_step >= 1")
+    check = getattr(config.model, "validate", None)
+    if check is not None:
+        check()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# JSON round trip.
+
+
+def to_dict(config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _from_value(tp, value):
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        elem = args[0]
+        return tuple(_from_value(elem, v) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        for a in typing.get_args(tp):
+            if a is not type(None):
+                return _from_value(a, value)
+    return value
+
+
+def from_dict(cls, data: dict, model_config_cls=None):
+    """Rebuild a config dataclass from `to_dict` output; `model_config_cls` types `ExperimentConfig.model`."""
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if cls is ExperimentConfig and f.name == "model":
+            kwargs[f.name] = from_dict(model_config_cls, data[f.name])
+        else:
+            kwargs[f.name] = _from_value(tp, data[f.name])
+    return cls(**kwargs)

@@ -1,0 +1,99 @@
+"""Deterministic, checkpointable input pipelines (Grain) and on-device preprocessing.
+
+The training stream is a Grain ``MapDataset`` whose element ``i`` is the ``i``-th *global* batch: batch ``i`` of
+epoch ``e`` holds the examples ``perm_e[b*B:(b+1)*B]`` where ``perm_e`` is a permutation drawn from
+``(seed, e)``. Gathering a whole batch per element keeps the host cost to one fancy index per step, and the
+iterator's Grain state (the next index) is all that a checkpoint needs to resume mid-epoch. Each process reads only
+its own contiguous rows of every global batch, so the global batch is the same for any number of processes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import grain
+
+from aigc_jax.core.config import DataConfig
+from aigc_jax.parallel.mesh import local_batch_slice
+
+# Length of the endless training stream (Grain needs a finite length; no run comes near it).
+_STREAM_LEN = 2**40
+
+
+class EpochBatches:
+    """Random-access source of global batches over shuffled epochs (drop-remainder)."""
+
+    def __init__(self, source, batch_size: int, seed: int, rows: slice | None = None):
+        n = len(source)
+        if batch_size > n:
+            from aigc_jax.core.errors import UserError
+
+            raise UserError(f"data.batch_size={batch_size} is larger than the training split ({n} examples)")
+        self.source = source
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_per_epoch = n // batch_size
+        self.rows = rows if rows is not None else slice(None)
+        self._epoch = -1
+        self._perm = None
+
+    def __len__(self) -> int:
+        return _STREAM_LEN
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm = rng.permutation(len(self.source))
+            self._epoch = epoch
+        return self._perm
+
+    def __getitem__(self, index: int):
+        epoch, b = divmod(int(index), self.batches_per_epoch)
+        idx = self.permutation(epoch)[b * self.batch_size : (b + 1) * self.batch_size][self.rows]
+        return self.source.__getitems__(idx)
+
+
+def train_iterator(source, config: DataConfig, examples_per_step: int):
+    """An endless, checkpointable Grain iterator of this process's share of each global batch."""
+    rows = local_batch_slice(examples_per_step)
+    batches = EpochBatches(source, examples_per_step, config.seed, rows)
+    ds = grain.MapDataset.source(batches)
+    read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+    return iter(ds.to_iter_dataset(read_options=read))
+
+
+def eval_batches(source, batch_size: int, max_batches: int = 0, multiple_of: int = 1):
+    """Yield ``(batch, mask)`` over a split in order; the last batch is padded (mask 0) to a full batch.
+
+    ``batch_size`` is global; each process yields its own rows. ``mask`` is float32 [local_batch].
+    """
+    n = len(source)
+    if multiple_of > 1 and batch_size % multiple_of:
+        batch_size += multiple_of - batch_size % multiple_of
+    rows = local_batch_slice(batch_size)
+    num = -(-n // batch_size)
+    if max_batches:
+        num = min(num, max_batches)
+    for b in range(num):
+        idx = np.arange(b * batch_size, (b + 1) * batch_size)
+        mask = (idx < n).astype(np.float32)
+        idx = np.minimum(idx, n - 1)
+        batch = source.__getitems__(idx[rows])
+        yield batch, mask[rows]
+
+
+def make_device_transform(config: DataConfig):
+    """A pure function ``(batch, key) -> batch`` run inside the jitted step: uint8 -> float32 in [0, 1], then
+    dynamic binarization (x ~ Bernoulli(intensity), a fresh draw for every use) when ``binarize='dynamic'``."""
+
+    def transform(batch, key):
+        out = dict(batch)
+        x = batch["image"].astype(jnp.float32) / 255.0
+        if config.binarize == "dynamic":
+            x = jax.random.bernoulli(key, x).astype(jnp.float32)
+        out["image"] = x
+        return out
+
+    return transform

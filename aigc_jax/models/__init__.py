@@ -1,0 +1,3 @@
+"""Model families; importing this package registers every one of them."""
+
+from aigc_jax.models import vae as vae  # noqa: F401

@@ -1,0 +1,103 @@
+"""Encoders and decoders of the VAE family (Flax NNX).
+
+Encoders map images ``[B, H, W, C]`` (and an optional one-hot label ``[B, K]``) to the mean and log-variance of
+q(z | x), each ``[B, D]``. Decoders map ``z [B, D]`` (and the label) to per-pixel logits ``[B, H, W, C]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "softplus": jax.nn.softplus}
+
+
+def _cat(x: jax.Array, y: jax.Array | None) -> jax.Array:
+    return x if y is None else jnp.concatenate([x, y.astype(x.dtype)], axis=-1)
+
+
+class MLPEncoder(nnx.Module):
+    def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
+        sizes = [math.prod(image_shape) + num_classes, *hidden]
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        self.head = nnx.Linear(sizes[-1], 2 * latent_dim, rngs=rngs)
+        self.act = ACTIVATIONS[activation]
+
+    def __call__(self, x, y=None):
+        h = _cat(x.reshape(x.shape[0], -1), y)
+        for layer in self.layers:
+            h = self.act(layer(h))
+        mean, logvar = jnp.split(self.head(h), 2, axis=-1)
+        return mean, logvar
+
+
+class MLPDecoder(nnx.Module):
+    def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
+        sizes = [latent_dim + num_classes, *reversed(hidden)]
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        self.out = nnx.Linear(sizes[-1], math.prod(image_shape), rngs=rngs)
+        self.act = ACTIVATIONS[activation]
+        self.image_shape = tuple(image_shape)
+
+    def __call__(self, z, y=None):
+        h = _cat(z, y)
+        for layer in self.layers:
+            h = self.act(layer(h))
+        return self.out(h).reshape(z.shape[0], *self.image_shape)
+
+
+class ConvEncoder(nnx.Module):
+    """Strided 3x3 convolutions (each halves H and W), then a linear head. The label enters as extra channels."""
+
+    def __init__(self, image_shape, channels, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
+        h, w, c = image_shape
+        chans = [c + num_classes, *channels]
+        self.convs = nnx.List(
+            [nnx.Conv(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs) for a, b in zip(chans[:-1], chans[1:],
+                                                                                            strict=True)]
+        )
+        for _ in channels:
+            h, w = -(-h // 2), -(-w // 2)
+        self.head = nnx.Linear(h * w * chans[-1], 2 * latent_dim, rngs=rngs)
+        self.act = ACTIVATIONS[activation]
+
+    def __call__(self, x, y=None):
+        h = x
+        if y is not None:
+            h = jnp.concatenate([h, jnp.broadcast_to(y[:, None, None, :], (*h.shape[:3], y.shape[-1])).astype(
+                h.dtype)], axis=-1)
+        for conv in self.convs:
+            h = self.act(conv(h))
+        mean, logvar = jnp.split(self.head(h.reshape(h.shape[0], -1)), 2, axis=-1)
+        return mean, logvar
+
+
+class ConvDecoder(nnx.Module):
+    """Linear to a small feature map, transposed convolutions that double H and W, a 3x3 convolution to logits."""
+
+    def __init__(self, image_shape, channels, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
+        h, w, c = image_shape
+        sizes = [(h, w)]
+        for _ in channels:
+            h, w = -(-h // 2), -(-w // 2)
+            sizes.append((h, w))
+        self.base_shape = (h, w, channels[-1])
+        self.image_shape = tuple(image_shape)
+        self.inp = nnx.Linear(latent_dim + num_classes, h * w * channels[-1], rngs=rngs)
+        chans = list(reversed(channels))
+        self.deconvs = nnx.List(
+            [nnx.ConvTranspose(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs)
+             for a, b in zip(chans, [*chans[1:], chans[-1]], strict=True)]
+        )
+        self.out = nnx.Conv(chans[-1], c, (3, 3), padding="SAME", rngs=rngs)
+        self.act = ACTIVATIONS[activation]
+
+    def __call__(self, z, y=None):
+        h = self.act(self.inp(_cat(z, y))).reshape(z.shape[0], *self.base_shape)
+        for deconv in self.deconvs:
+            h = self.act(deconv(h))
+        H, W, _ = self.image_shape
+        return self.out(h[:, :H, :W, :])

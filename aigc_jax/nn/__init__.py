@@ -1,0 +1,1 @@
+"""Shared layers (attention, conv blocks, norms, masked convs) for the model families."""

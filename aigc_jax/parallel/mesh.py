@@ -1,0 +1,179 @@
+"""Device meshes, parameter and batch shardings, multi-host start-up.
+
+Every mesh has the three axes ``data``, ``fsdp`` and ``tensor`` (size 1 when unused), so model code and the
+trainer never branch on the parallelism layout. The global batch is split over ``data`` and ``fsdp`` together
+(FSDP is data parallelism whose parameters are also sharded); parameters are sharded over ``fsdp`` and ``tensor``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from aigc_jax.core.errors import UserError
+
+AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+# Arrays smaller than this stay replicated under FSDP: sharding them saves nothing and costs collectives.
+MIN_SHARD_SIZE = 2**12
+
+
+def parse_mesh(spec: str, num_devices: int | None = None) -> dict[str, int]:
+    """Parse ``"data=4,fsdp=2"`` into axis sizes; unnamed axes get 1 and ``data`` takes the remaining devices.
+
+    An empty spec puts every device on ``data``. The product of the sizes must equal the device count.
+    """
+    n = jax.device_count() if num_devices is None else num_devices
+    sizes: dict[str, int] = {}
+    for part in filter(None, (s.strip() for s in spec.split(","))):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in AXES:
+            raise UserError(f"bad --mesh entry {part!r}: expected AXIS=SIZE with AXIS one of {', '.join(AXES)}")
+        if name in sizes:
+            raise UserError(f"bad --mesh {spec!r}: axis {name!r} given twice")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise UserError(f"bad --mesh entry {part!r}: the size must be a positive integer") from None
+        if sizes[name] < 1:
+            raise UserError(f"bad --mesh entry {part!r}: the size must be a positive integer")
+    for ax in ("fsdp", "tensor"):
+        sizes.setdefault(ax, 1)
+    if "data" not in sizes:
+        rest = n // (sizes["fsdp"] * sizes["tensor"])
+        sizes["data"] = max(rest, 1)
+    total = math.prod(sizes.values())
+    if total != n:
+        got = ",".join(f"{a}={sizes[a]}" for a in AXES)
+        raise UserError(f"--mesh {got} uses {total} devices but {n} are available: the sizes must multiply to {n}")
+    return {a: sizes[a] for a in AXES}
+
+
+def make_mesh(spec: str = "", devices=None) -> Mesh:
+    """A ``(data, fsdp, tensor)`` mesh with GSPMD (Auto) axis types."""
+    devices = jax.devices() if devices is None else list(devices)
+    sizes = parse_mesh(spec, len(devices))
+    shape = tuple(sizes[a] for a in AXES)
+    return jax.make_mesh(
+        shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES), devices=devices
+    )
+
+
+def describe(mesh: Mesh) -> str:
+    return ",".join(f"{a}={mesh.shape[a]}" for a in AXES)
+
+
+def batch_shards(mesh: Mesh) -> int:
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_batch(mesh: Mesh, batch_size: int, what: str = "data.batch_size") -> None:
+    n = batch_shards(mesh)
+    if batch_size % n:
+        raise UserError(
+            f"{what}={batch_size} cannot be split over the mesh's batch axes "
+            f"(data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']} = {n}): use a multiple of {n}"
+        )
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dimension split over data and fsdp, the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
+    """FSDP for an un-annotated parameter: shard its largest dimension that ``fsdp`` divides."""
+    if fsdp == 1 or math.prod(shape) < MIN_SHARD_SIZE:
+        return P()
+    order = sorted(range(len(shape)), key=lambda i: -shape[i])
+    for i in order:
+        if shape[i] % fsdp == 0:
+            spec = [None] * len(shape)
+            spec[i] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def param_shardings(abstract_params, mesh: Mesh, specs=None):
+    """NamedShardings for a params pytree.
+
+    ``specs`` (optional) is a matching pytree of PartitionSpecs from a model's logical-axis annotations; leaves it
+    leaves as None fall back to the FSDP rule of `fsdp_spec`.
+    """
+    fsdp = mesh.shape["fsdp"]
+    if specs is None:
+        return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, fsdp)), abstract_params)
+    return jax.tree.map(
+        lambda a, s: NamedSharding(mesh, s if s is not None else fsdp_spec(a.shape, fsdp)),
+        abstract_params,
+        specs,
+        is_leaf=lambda x: x is None,
+    )
+
+
+def _path_key(path) -> tuple:
+    return tuple(str(k) for k in path)
+
+
+def follow_params(abstract_tree, abstract_params, params_sharding, mesh: Mesh):
+    """Shardings for a tree (an Optax state) whose leaves mirror params: a leaf whose key path ends with a param's
+    key path and has its shape takes that param's sharding; every other leaf (counts, scalars) is replicated."""
+    by_path = {}
+    for (path, a), s in zip(
+        jax.tree_util.tree_flatten_with_path(abstract_params)[0], jax.tree.leaves(params_sharding), strict=True
+    ):
+        by_path[_path_key(path)] = (a.shape, s)
+
+    def pick(path, leaf):
+        key = _path_key(path)
+        for start in range(len(key)):
+            hit = by_path.get(key[start:])
+            if hit is not None and hit[0] == leaf.shape:
+                return hit[1]
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_tree)
+
+
+def initialize_distributed() -> None:
+    """Start ``jax.distributed`` when the environment asks for several processes (one per host).
+
+    Set ``AIGC_JAX_COORDINATOR=host:port``, ``AIGC_JAX_NUM_PROCESSES`` and ``AIGC_JAX_PROCESS_ID`` (or run where
+    JAX auto-detects a cluster, e.g. a TPU pod slice or SLURM, with ``AIGC_JAX_DISTRIBUTED=1``).
+    """
+    coord = os.environ.get("AIGC_JAX_COORDINATOR")
+    if coord:
+        try:
+            num, pid = int(os.environ["AIGC_JAX_NUM_PROCESSES"]), int(os.environ["AIGC_JAX_PROCESS_ID"])
+        except (KeyError, ValueError):
+            raise UserError(
+                "AIGC_JAX_COORDINATOR is set, so AIGC_JAX_NUM_PROCESSES and AIGC_JAX_PROCESS_ID must be integers"
+            ) from None
+        if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=coord, num_processes=num, process_id=pid)
+    elif os.environ.get("AIGC_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def local_batch_slice(global_batch: int) -> slice:
+    """This process's rows of a global batch (processes hold equal, contiguous slices)."""
+    n, i = jax.process_count(), jax.process_index()
+    per = global_batch // n
+    return slice(i * per, (i + 1) * per)
+
+
+def to_global(batch: Mapping[str, np.ndarray], sharding: NamedSharding):
+    """Build global arrays from this process's slice of the batch."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -1,0 +1,204 @@
+"""The one training loop, shared by every model family.
+
+``train(config, workdir)`` creates or resumes a run directory (see DESIGN.md "A run directory"), steps the jitted
+train step, and on the way writes metrics, TensorBoard events, sample grids and Orbax checkpoints. It never imports
+a model family: everything model-specific comes through the contract in `aigc_jax.core.contract`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from aigc_jax.checkpoint import Checkpointer
+from aigc_jax.core import config as cfglib
+from aigc_jax.core.config import ExperimentConfig
+from aigc_jax.core.errors import NonFiniteLossError, UserError
+from aigc_jax.data import sources
+from aigc_jax.data.pipeline import eval_batches, train_iterator
+from aigc_jax.parallel import mesh as meshlib
+from aigc_jax.train.setup import Setup, build_setup
+from aigc_jax.train.writers import RunWriter, save_grid
+
+# Config sections that define the state's structure: a workdir can only be resumed with the same ones.
+_STRUCTURAL = ("model_name", "model", "data", "players")
+
+
+def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> None:
+    current = cfglib.to_dict(config)
+    diffs = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        elif a != b:
+            diffs.append(prefix)
+
+    for key in _STRUCTURAL:
+        walk(stored.get(key), current.get(key), key)
+    if diffs:
+        raise UserError(
+            f"{workdir} holds a checkpoint of a different configuration (differs in {', '.join(diffs[:5])}); "
+            "resume it with the same settings or train into another --workdir"
+        )
+
+
+def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0) -> dict:
+    """Mean of the model's per-example eval metrics over a split (deterministic: fixed keys per batch)."""
+    cfg = setup.config
+    src = sources.get_source(cfg.data.name, split, cfg.data.path)
+    nb = cfg.train.num_eval_batches if max_batches is None else max_batches
+    totals: dict[str, jax.Array] = {}
+    count = 0.0
+    key = jax.random.key(seed + 7919)
+    for i, (batch, mask) in enumerate(
+        eval_batches(src, cfg.data.eval_batch_size, nb, multiple_of=meshlib.batch_shards(setup.mesh))
+    ):
+        gb = meshlib.to_global(batch, setup.batch_sharding)
+        gm = jax.make_array_from_process_local_data(setup.batch_sharding, mask)
+        sums = setup.eval_step(state, gb, gm, jax.random.fold_in(key, i))
+        totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
+        count += float(mask.sum()) * jax.process_count()
+    return {k: float(v) / count for k, v in jax.device_get(totals).items()}
+
+
+def sample_images(setup: Setup, params, num: int, seed: int) -> np.ndarray:
+    """``num`` samples from the model with its grid conditioning (e.g. labels 0..9 repeating)."""
+    cond = setup.model.sample_conditions(num)
+    fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))
+    return np.asarray(jax.device_get(fn(params, jax.random.key(seed), cond)))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def train(
+    config: ExperimentConfig,
+    workdir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    mesh=None,
+    async_checkpoints: bool = True,
+    stop_at: int | None = None,
+) -> dict:
+    """Train (or resume) ``config`` in ``workdir``; returns a summary with the last train and eval metrics.
+
+    ``stop_at`` ends the process-local loop early at that step (after checkpointing it), as if interrupted; a
+    later call resumes from there. It exists for resume tests and pre-emption drills.
+    """
+    workdir = Path(workdir)
+    cfg = config
+    primary = jax.process_index() == 0
+    setup = build_setup(cfg, mesh)
+    total = cfg.train.steps
+    train_src = sources.get_source(cfg.data.name, "train", cfg.data.path)
+    model_shape = getattr(cfg.model, "image_shape", None)
+    if model_shape is not None and tuple(train_src.image_shape) != tuple(model_shape):
+        raise UserError(
+            f"dataset {cfg.data.name!r} has images of shape {tuple(train_src.image_shape)} but model.image_shape is "
+            f"{tuple(model_shape)}: set model.image_shape to match"
+        )
+    iterator = train_iterator(train_src, cfg.data, setup.examples_per_step)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=async_checkpoints)
+    cfg_dict = cfglib.to_dict(cfg)
+    start = ckpt.latest_step()
+    if start is not None:
+        _check_resumable(ckpt.read_config(start), cfg, workdir)
+        _, state = ckpt.restore(setup.abstract_state, iterator, start)
+    else:
+        start = 0
+        state = setup.init_state(cfg.train.seed)
+    if primary:
+        _write_json(workdir / "config.json", cfg_dict)
+    summary: dict = {"workdir": str(workdir), "start_step": start}
+    if start >= total:
+        ckpt.close()
+        summary.update(step=start, message=f"already trained to step {start} (train.steps={total})")
+        return summary
+
+    writer = RunWriter(workdir, enabled=primary)
+
+    def check_finite():
+        bad = int(jax.device_get(state["nonfinite_step"]))
+        if bad >= 0:
+            raise NonFiniteLossError(bad)
+
+    def checkpoint(step: int, eval_loss: float | None = None):
+        check_finite()  # never save a state from after a non-finite update
+        ckpt.save(step, state, iterator, cfg_dict, eval_loss)
+
+    def run_eval(step: int) -> dict:
+        m = evaluate(setup, state, seed=cfg.train.seed)
+        writer.write("eval", step, m)
+        summary["eval"] = m
+        return m
+
+    def run_samples(step: int):
+        if primary:
+            imgs = sample_images(setup, state["params"], cfg.train.num_samples, cfg.train.seed + 1)
+            save_grid(imgs, workdir / "samples" / f"step_{step}.png")
+
+    bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
+               dynamic_ncols=True, smoothing=0.05)
+    pending: list[dict] = []
+    t_log, steps_since = time.perf_counter(), 0
+    step = start
+    try:
+        while step < total:
+            batch = next(iterator)
+            state, metrics = setup.train_step(state, meshlib.to_global(batch, setup.batch_sharding))
+            step += 1
+            steps_since += 1
+            pending.append(metrics)
+            bar.update(1)
+            last = step == total or step == stop_at
+            if step % cfg.train.log_every == 0 or last:
+                host = jax.device_get(pending)
+                mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                now = time.perf_counter()
+                mean["steps_per_sec"] = steps_since / max(now - t_log, 1e-9)
+                t_log, steps_since, pending = now, 0, []
+                check_finite()
+                writer.write("train", step, mean)
+                summary["train"] = mean
+                bar.set_postfix(loss=f"{mean['loss']:.3f}" if "loss" in mean else None, refresh=False)
+            eval_loss = None
+            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
+                eval_loss = run_eval(step).get("loss")
+            if (cfg.train.sample_every and step % cfg.train.sample_every == 0) or last:
+                run_samples(step)
+            if step % cfg.train.checkpoint_every == 0 or last:
+                checkpoint(step, eval_loss)
+            if step == stop_at:
+                break
+    except KeyboardInterrupt:
+        # Nothing lost: keep what was trained so far (when it is finite), then stop.
+        bar.close()
+        if step > start and ckpt.latest_step() != step:
+            checkpoint(step)
+        ckpt.close()
+        writer.close()
+        raise
+    except BaseException:
+        bar.close()
+        ckpt.close()
+        writer.close()
+        raise
+    bar.close()
+    ckpt.close()
+    writer.close()
+    summary["step"] = step
+    return summary

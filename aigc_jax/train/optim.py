@@ -1,0 +1,38 @@
+"""Optax optimizers and schedules from `OptimConfig`."""
+
+from __future__ import annotations
+
+import optax
+
+from aigc_jax.core.config import OptimConfig
+
+
+def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant or cosine decay to ``final_lr`` at the end."""
+    if cfg.schedule == "constant":
+        if cfg.warmup_steps:
+            return optax.join_schedules(
+                [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
+                [cfg.warmup_steps],
+            )
+        return optax.constant_schedule(cfg.lr)
+    decay = max(total_steps, cfg.warmup_steps + 1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if cfg.warmup_steps else cfg.lr,
+        peak_value=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        decay_steps=decay,
+        end_value=cfg.final_lr,
+    )
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """Global-norm clipping (when ``clip_norm > 0``) chained with Adam or AdamW under the schedule."""
+    sched = make_schedule(cfg, total_steps)
+    if cfg.name == "adamw":
+        opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    else:
+        opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    if cfg.clip_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+    return opt

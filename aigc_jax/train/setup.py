@@ -1,0 +1,105 @@
+"""Everything a run needs besides its loop: model, mesh, optimizers, shardings, jitted functions.
+
+`train`, `eval`, `sample` and `aigc_jax.load` all build one `Setup` from a config, so the state they restore has
+the same structure and shardings as the one the trainer saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import optax
+from jax.sharding import Mesh
+
+from aigc_jax.core.config import ExperimentConfig
+from aigc_jax.core.registry import build_model
+from aigc_jax.data.pipeline import make_device_transform
+from aigc_jax.parallel import mesh as meshlib
+from aigc_jax.train.optim import make_optimizer
+from aigc_jax.train.step import build_eval_step, build_train_step, init_state
+
+
+@dataclasses.dataclass
+class Setup:
+    config: ExperimentConfig
+    model: Any
+    mesh: Mesh
+    optimizers: dict[str, optax.GradientTransformation]
+    schedule: tuple[tuple[str, int], ...]
+    state_shardings: Any
+    abstract_state: Any  # ShapeDtypeStructs carrying the shardings: the restore target
+    batch_sharding: jax.sharding.NamedSharding
+    examples_per_step: int  # global batch * max(updates_per_step)
+
+    @functools.cached_property
+    def transform(self):
+        return make_device_transform(self.config.data)
+
+    @functools.cached_property
+    def train_step(self):
+        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform)
+        return jax.jit(
+            fn,
+            in_shardings=(self.state_shardings, self.batch_sharding),
+            out_shardings=(self.state_shardings, meshlib.replicated(self.mesh)),
+            donate_argnums=(0,),
+        )
+
+    @functools.cached_property
+    def eval_step(self):
+        fn = build_eval_step(self.model, self.transform)
+        rep = meshlib.replicated(self.mesh)
+        # Eval never donates: the state goes on training afterwards.
+        return jax.jit(
+            fn, in_shardings=(self.state_shardings, self.batch_sharding, self.batch_sharding, rep), out_shardings=rep
+        )
+
+    def init_state(self, seed: int):
+        """A fresh state created directly with its shardings (never materialised unsharded)."""
+        init = jax.jit(
+            lambda k: init_state(self.model, self.optimizers, k), out_shardings=self.state_shardings
+        )
+        return init(jax.random.key(seed))
+
+
+def build_setup(config: ExperimentConfig, mesh: Mesh | None = None) -> Setup:
+    model = build_model(config)
+    mesh = meshlib.make_mesh(config.mesh) if mesh is None else mesh
+    steps = config.train.steps
+    optimizers = {p.name: make_optimizer(p.optim, steps) for p in config.players}
+    schedule = tuple((p.name, p.updates_per_step) for p in config.players)
+    meshlib.check_batch(mesh, config.data.batch_size)
+    abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k), jax.random.key(0))
+
+    param_specs = getattr(model, "param_partition_specs", None)
+    params_sh = meshlib.param_shardings(abstract["params"], mesh, param_specs() if param_specs else None)
+    rep = meshlib.replicated(mesh)
+    shardings = {
+        "step": rep,
+        "rng": rep,
+        "params": params_sh,
+        "opt_state": {
+            name: meshlib.follow_params(abstract["opt_state"][name], abstract["params"][name], params_sh[name], mesh)
+            for name in model.players
+        },
+        "model_state": jax.tree.map(lambda _: rep, abstract["model_state"]),
+        "nonfinite_step": rep,
+    }
+    abstract_sharded = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    max_updates = max(n for _, n in schedule)
+    return Setup(
+        config=config,
+        model=model,
+        mesh=mesh,
+        optimizers=optimizers,
+        schedule=schedule,
+        state_shardings=shardings,
+        abstract_state=abstract_sharded,
+        batch_sharding=meshlib.batch_sharding(mesh),
+        examples_per_step=config.data.batch_size * max_updates,
+    )

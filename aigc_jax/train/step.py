@@ -1,0 +1,123 @@
+"""The train state and the one jitted train step, built from a model's pure functions.
+
+The state is one pytree (a dict), never positional tuples::
+
+    {"step": int32[], "rng": uint32[2], "params": {player: ...}, "opt_state": {player: ...},
+     "model_state": ..., "nonfinite_step": int32[]}
+
+A train step runs the update schedule: for each player in order, ``updates_per_step`` Optax updates of that
+player's params (a `lax.scan` when more than one), each on its own micro-batch of the step's batch and its own key
+``fold_in(fold_in(fold_in(rng, step), player_index), update_index)``. An update whose loss or gradient is not finite
+is not applied, and the first step where that happened is recorded in ``nonfinite_step`` for the host to report, so
+a NaN never reaches the params or a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def init_state(model, optimizers: dict[str, optax.GradientTransformation], key: jax.Array) -> dict:
+    """A fresh state from a typed PRNG key (``jax.random.key``)."""
+    params, model_state = model.init(key)
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.fold_in(key, 1)),  # raw uint32 data: checkpointable
+        "params": params,
+        "opt_state": {name: optimizers[name].init(params[name]) for name in model.players},
+        "model_state": model_state,
+        "nonfinite_step": jnp.full((), -1, jnp.int32),
+    }
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def build_train_step(
+    model,
+    optimizers: dict[str, optax.GradientTransformation],
+    schedule: tuple[tuple[str, int], ...],
+    transform: Callable[[dict, jax.Array], dict],
+) -> Callable[[dict, dict], tuple[dict, dict]]:
+    """The pure step ``(state, batch) -> (state, metrics)``; the caller jits it with shardings and donation.
+
+    ``batch`` holds ``max(updates)`` micro-batches stacked on the leading axis (``[U * B, ...]``); update ``i`` of
+    any player reads micro-batch ``i``.
+    """
+    max_updates = max(n for _, n in schedule)
+    single = len(schedule) == 1
+
+    def step_fn(state: dict, batch: dict) -> tuple[dict, dict]:
+        step = state["step"]
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
+        micro = jax.tree.map(lambda x: x.reshape(max_updates, x.shape[0] // max_updates, *x.shape[1:]), batch)
+        params, opt_state, mstate = dict(state["params"]), dict(state["opt_state"]), state["model_state"]
+        bad = jnp.asarray(False)
+        metrics: dict[str, jax.Array] = {}
+
+        for pi, (player, n) in enumerate(schedule):
+            opt = optimizers[player]
+
+            def update(carry, i, player=player, pi=pi, opt=opt):
+                params, opt_state, mstate, bad = carry
+                key = jax.random.fold_in(jax.random.fold_in(step_key, pi), i)
+                data_key, loss_key = jax.random.split(key)
+                mb = transform(jax.tree.map(lambda x: x[i], micro), data_key)
+
+                def objective(p):
+                    return model.loss(player, {**params, player: p}, mstate, mb, loss_key)
+
+                (loss, (m, new_mstate)), grads = jax.value_and_grad(objective, has_aux=True)(params[player])
+                updates, new_os = opt.update(grads, opt_state[player], params[player])
+                new_p = optax.apply_updates(params[player], updates)
+                ok = jnp.isfinite(loss) & _all_finite(grads)
+                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+                params = {**params, player: keep(new_p, params[player])}
+                opt_state = {**opt_state, player: keep(new_os, opt_state[player])}
+                mstate = keep(new_mstate, mstate)
+                m = {"loss": loss, "grad_norm": optax.global_norm(grads), **m}
+                return (params, opt_state, mstate, bad | ~ok), m
+
+            carry = (params, opt_state, mstate, bad)
+            if n == 1:
+                carry, m = update(carry, 0)
+            else:
+                carry, m = jax.lax.scan(update, carry, jnp.arange(n))
+                m = jax.tree.map(jnp.mean, m)
+            params, opt_state, mstate, bad = carry
+            prefix = "" if single else f"{player}/"
+            metrics.update({prefix + k: v for k, v in m.items()})
+
+        new_state = {
+            "step": step + 1,
+            "rng": state["rng"],
+            "params": params,
+            "opt_state": opt_state,
+            "model_state": mstate,
+            "nonfinite_step": jnp.where((state["nonfinite_step"] < 0) & bad, step, state["nonfinite_step"]),
+        }
+        return new_state, metrics
+
+    return step_fn
+
+
+def build_eval_step(model, transform) -> Callable[[dict, dict, jax.Array, jax.Array], dict]:
+    """``(state, batch, mask, key) -> {name: masked sum}`` over one batch; the host divides by the count."""
+
+    def eval_fn(state, batch, mask, key):
+        data_key, model_key = jax.random.split(key)
+        b = transform(batch, data_key)
+        per_example = model.eval_metrics(state["params"], state["model_state"], b, model_key)
+        return {k: jnp.sum(v * mask) for k, v in per_example.items()}
+
+    return eval_fn
+
+
+def abstract_state(model, optimizers, key) -> Any:
+    return jax.eval_shape(lambda k: init_state(model, optimizers, k), key)
