@@ -134,7 +134,7 @@ def train(
     def check_finite():
         bad = int(jax.device_get(state["nonfinite_step"]))
         if bad >= 0:
-            raise NonFiniteLossError(bad)
+            raise NonFiniteLossError(bad + 1)  # steps are counted from 1, as in metrics.jsonl
 
     def checkpoint(step: int, eval_loss: float | None = None):
         check_finite()  # never save a state from after a non-finite update

@@ -139,12 +139,12 @@ class VAE:
 
         def one_chunk(_, ck):
             eps = jax.random.normal(ck, (c, *mean.shape), mean.dtype)  # [c, B, D]
-            z = mean + jnp.exp(0.5 * logvar) * eps
+            z = mean[None] + jnp.exp(0.5 * logvar)[None] * eps
             zf = z.reshape(c * B, -1)
             yf = None if y is None else jnp.broadcast_to(y, (c, *y.shape)).reshape(c * B, -1)
             xf = jnp.broadcast_to(x, (c, *x.shape)).reshape(c * B, *x.shape[1:])
             log_px = self._log_prob(xf, net.decoder(zf, yf)).reshape(c, B)
-            log_w = log_px + lik.standard_normal_log_prob(z) - lik.gaussian_log_prob(z, mean, logvar)
+            log_w = log_px + lik.standard_normal_log_prob(z) - lik.gaussian_log_prob(z, mean[None], logvar[None])
             return None, log_w
 
         _, log_w = jax.lax.scan(one_chunk, None, jax.random.split(key, k // c))  # [k/c, c, B]

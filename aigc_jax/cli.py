@@ -1,0 +1,188 @@
+"""The ``aigc-jax`` command line: list, train, sample, eval.
+
+Thin on purpose: it parses flags and calls the Python API. Every user mistake ends as one line on stderr and exit
+status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise _CLIError(f"{self.prog}: {message}")
+
+
+class _CLIError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="aigc-jax", description="Generative models in JAX, trained by one sharded trainer.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, required=True)
+
+    sub.add_parser("list", help="registered experiments: name, family, dataset, parameter count")
+
+    t = sub.add_parser("train", help="train an experiment (resumes when the workdir holds a checkpoint)")
+    t.add_argument("experiment")
+    t.add_argument("--workdir", help="run directory (default: runs/EXPERIMENT)")
+    t.add_argument("--steps", type=int, help="total number of training steps (overrides train.steps)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set players.vae.optim.lr=3e-4 (repeatable)")
+    t.add_argument("--mesh", help="device mesh, e.g. data=4,fsdp=2 (default: every device on data)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="write a PNG grid of samples from a trained run")
+    s.add_argument("workdir")
+    s.add_argument("--num", type=int, default=64)
+    s.add_argument("--out", required=True, help="output .png file")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, help="class label, for conditional models")
+    s.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+
+    e = sub.add_parser("eval", help="evaluate a trained run on the test split; writes WORKDIR/eval.json")
+    e.add_argument("workdir")
+    e.add_argument("--metrics", default="", help="comma-separated subset of: elbo,nll (default: all the model has)")
+    e.add_argument("--num-samples", type=int, default=0, help="test examples to use (default: the whole split)")
+    e.add_argument("--iwae-k", type=int, default=0, help="importance samples for nll (default: model.iwae_samples)")
+    e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    e.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _cmd_list(args) -> int:
+    from aigc_jax.api import list_models
+
+    rows = list_models()
+    print(f"{'name':<20} {'family':<8} {'dataset':<10} {'params':>12}")
+    for r in rows:
+        print(f"{r['name']:<20} {r['family']:<8} {r['dataset']:<10} {r['params']:>12,}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from aigc_jax.api import get_config
+    from aigc_jax.parallel import initialize_distributed
+    from aigc_jax.train.loop import train
+
+    initialize_distributed()
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.mesh is not None:
+        overrides.append(f"mesh={args.mesh}")
+    cfg = get_config(args.experiment, overrides)
+    workdir = Path(args.workdir or os.path.join("runs", args.experiment))
+    summary = train(cfg, workdir, progress=not args.no_progress)
+    if "message" in summary:
+        print(summary["message"])
+        return 0
+    ev = summary.get("eval", {})
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in ev.items())
+    print(f"trained {cfg.name} to step {summary['step']} in {workdir}" + (f"; test {shown}" if shown else ""))
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import jax
+    import numpy as np
+
+    from aigc_jax.api import restore_run
+    from aigc_jax.core.errors import UserError
+    from aigc_jax.train.writers import save_grid
+
+    if args.num < 1:
+        raise UserError(f"--num {args.num}: expected a positive integer")
+    if not args.out.lower().endswith(".png"):
+        raise UserError(f"--out {args.out}: expected a .png file name")
+    setup, state, step = restore_run(args.workdir, step=args.step)
+    ncls = getattr(setup.config.model, "num_classes", 0)
+    cond = {}
+    if args.label is not None:
+        if not ncls:
+            raise UserError(f"--label: {setup.config.name} is not a conditional model")
+        if not 0 <= args.label < ncls:
+            raise UserError(f"--label {args.label}: expected a class in 0..{ncls - 1}")
+        cond["label"] = args.label
+    elif ncls:
+        cond = setup.model.sample_conditions(args.num)
+    fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, args.num, **c))
+    images = np.asarray(fn(state["params"], jax.random.key(args.seed), cond))
+    out = save_grid(images, args.out)
+    print(f"wrote {args.num} samples from {args.workdir} (step {step}) to {out}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from aigc_jax.api import restore_run
+    from aigc_jax.core.errors import UserError
+    from aigc_jax.metrics import importance_weighted_nll
+    from aigc_jax.train.loop import _write_json, evaluate
+
+    setup, state, step = restore_run(args.workdir, step=args.step)
+    model = setup.model
+    available = ["elbo"] + (["nll"] if hasattr(model, "log_prob") else [])
+    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] or available
+    unknown = [m for m in wanted if m not in available]
+    if unknown:
+        raise UserError(f"--metrics: {','.join(unknown)} not available for {setup.config.name}; "
+                        f"expected a subset of {','.join(available)}")
+    if args.num_samples < 0 or args.iwae_k < 0:
+        raise UserError("--num-samples and --iwae-k must be positive (0: the defaults)")
+    cfg = setup.config
+    result: dict = {"experiment": cfg.name, "step": step, "split": "test", "dataset": cfg.data.name,
+                    "binarize": cfg.data.binarize}
+    bs = cfg.data.eval_batch_size
+    if "elbo" in wanted:
+        nb = -(-args.num_samples // bs) if args.num_samples else 0
+        result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=nb,
+                                                           seed=cfg.train.seed).items()})
+    if "nll" in wanted:
+        k = args.iwae_k or cfg.model.iwae_samples
+        chunk = min(cfg.model.iwae_chunk, k)
+        if k % chunk:
+            raise UserError(f"--iwae-k {k}: expected a multiple of model.iwae_chunk={chunk}")
+        result.update(importance_weighted_nll(setup, state, k, max_examples=args.num_samples,
+                                              batch_size=min(bs, 200), seed=cfg.train.seed,
+                                              progress=not args.no_progress))
+    out = Path(args.workdir) / "eval.json"
+    _write_json(out, result)
+    for k, v in result.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aigc_jax.core.errors import NonFiniteLossError, UserError
+
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)  # Orbax's informational warnings are not for users
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        args = _parser().parse_args(argv)
+        return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}[args.command](args)
+    except _CLIError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"aigc-jax: error: {e}", file=sys.stderr)
+        return 1
+    except UserError as e:
+        print(f"aigc-jax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aigc-jax: interrupted; the last step was checkpointed, run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+import dataclasses
+
+import pytest
+
+from aigc_jax.core import config as cfglib
+from aigc_jax.core.errors import UserError
+from aigc_jax.api import config_from_dict, get_config
+
+
+def test_override_types_are_parsed():
+    cfg = get_config("vae-mnist", ["train.steps=7", "players.vae.optim.lr=3e-4", "model.hidden=64,32",
+                                   "model.activation=tanh", "data.binarize=none", "model.beta=2"])
+    assert cfg.train.steps == 7 and isinstance(cfg.train.steps, int)
+    assert cfg.player("vae").optim.lr == pytest.approx(3e-4)
+    assert cfg.model.hidden == (64, 32)
+    assert cfg.model.activation == "tanh"
+    assert cfg.data.binarize == "none"
+    assert cfg.model.beta == 2.0 and isinstance(cfg.model.beta, float)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "unknown config key 'train.stepz': 'stepz' is not one of"),
+        ("nope=1", "unknown config key 'nope'"),
+        ("train.steps=ten", "bad value 'ten' for train.steps: expected an integer"),
+        ("model.activation=swish", "bad value 'swish' for model.activation: expected one of 'relu', 'tanh'"),
+        ("players.gan.optim.lr=1", "players are named vae"),
+        ("train=3", "is a group"),
+        ("train.steps", "expected key=value"),
+        ("train.steps=0", "bad value 0 for train.steps: expected a positive integer"),
+        ("model.iwae_samples=150", "must be a positive multiple of model.iwae_chunk"),
+    ],
+)
+def test_bad_overrides_name_what_is_accepted(override, message):
+    with pytest.raises(UserError, match=None) as e:
+        get_config("vae-mnist", [override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_configs_are_frozen():
+    cfg = get_config("vae-mnist")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.steps = 3  # type: ignore[misc]
+
+
+def test_json_round_trip_is_exact():
+    cfg = get_config("cvae-mnist", ["model.hidden=10,20", "players.vae.optim.clip_norm=1.5"])
+    again = config_from_dict(cfglib.to_dict(cfg))
+    assert again == cfg
