@@ -22,12 +22,12 @@ def make_twin(hidden=(500, 500), latent=50, lr=1e-3, total_steps=23400, threads:
             super().__init__()
             sizes = [784, *hidden]
             enc = []
-            for a, b in zip(sizes[:-1], sizes[1:]):
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True):
                 enc += [nn.Linear(a, b), nn.ReLU()]
             self.enc = nn.Sequential(*enc, nn.Linear(sizes[-1], 2 * latent))
             dsizes = [latent, *reversed(hidden)]
             dec = []
-            for a, b in zip(dsizes[:-1], dsizes[1:]):
+            for a, b in zip(dsizes[:-1], dsizes[1:], strict=True):
                 dec += [nn.Linear(a, b), nn.ReLU()]
             self.dec = nn.Sequential(*dec, nn.Linear(dsizes[-1], 784))
 

@@ -15,7 +15,6 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
+from aigc_jax.api import config_from_dict, get_config
 from aigc_jax.core import config as cfglib
 from aigc_jax.core.errors import UserError
-from aigc_jax.api import config_from_dict, get_config
 
 
 def test_override_types_are_parsed():

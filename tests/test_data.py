@@ -114,3 +114,22 @@ def test_dynamic_binarization_is_bernoulli_of_intensity():
     assert not np.array_equal(np.asarray(a), np.asarray(b))
     plain = make_device_transform(DataConfig(binarize="none"))({"image": img}, jax.random.key(0))["image"]
     assert float(plain[0, 0, 0, 0]) == pytest.approx(64 / 255)
+
+
+def test_tfds_source_through_data_source_without_download():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=24):
+        src = sources.get_source("tfds:mnist", "train")
+        assert len(src) == 24 and src.image_shape == (28, 28, 1)
+        batch = src.__getitems__(np.array([3, 0, 5]))
+        assert batch["image"].shape == (3, 28, 28, 1) and batch["image"].dtype == np.uint8
+        assert batch["label"].dtype == np.int32
+        np.testing.assert_array_equal(batch["image"][1], src[0]["image"])
+        it = train_iterator(src, DataConfig(name="tfds:mnist", batch_size=8), 8)
+        assert next(it)["image"].shape == (8, 28, 28, 1)
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match=r"tfds:mnist split 'train' is not available offline .*`tfds build mnist`"):
+        sources.get_source("tfds:mnist", "train", str(tmp_path))

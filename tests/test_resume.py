@@ -6,10 +6,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aigc_jax.api import get_config
+from aigc_jax.api import get_config, restore_run
 from aigc_jax.core.errors import NonFiniteLossError
 from aigc_jax.train.loop import train
-from aigc_jax.api import restore_run
 from tests.helpers import tree_equal
 
 

@@ -22,7 +22,7 @@ def test_analytic_kl_matches_monte_carlo():
     mc = jnp.mean(lik.gaussian_log_prob(z, mean[None], logvar[None]) - lik.standard_normal_log_prob(z), axis=0)
     np.testing.assert_allclose(lik.gaussian_kl(mean, logvar), mc, rtol=0.01, atol=0.01)
     # A closed-form spot check: KL(N(m, s^2) || N(0, 1)) per dim = (s^2 + m^2 - 1 - log s^2) / 2.
-    exp0 = sum(0.5 * (math.exp(lv) + m * m - 1 - lv) for m, lv in zip([0.3, -1.2, 0.0], [-0.5, 0.4, 0.0]))
+    exp0 = sum(0.5 * (math.exp(lv) + m * m - 1 - lv) for m, lv in zip([0.3, -1.2, 0.0], [-0.5, 0.4, 0.0], strict=True))
     assert float(lik.gaussian_kl(mean, logvar)[0]) == pytest.approx(exp0, rel=1e-6)
 
 
@@ -37,8 +37,8 @@ def test_bernoulli_log_prob_closed_form():
 @pytest.mark.parametrize("logit", [-8.0, -1.0, -1e-4, 0.0, 3e-4, 0.7, 6.0])
 def test_continuous_bernoulli_is_a_normalised_density(logit):
     x = np.linspace(0.0, 1.0, 20001)
-    l = jnp.full((x.size, 1), logit)
-    dens = np.exp(np.asarray(lik.continuous_bernoulli_log_prob(jnp.asarray(x)[:, None], l), np.float64))
+    logits = jnp.full((x.size, 1), logit)
+    dens = np.exp(np.asarray(lik.continuous_bernoulli_log_prob(jnp.asarray(x)[:, None], logits), np.float64))
     assert np.trapezoid(dens, x) == pytest.approx(1.0, abs=2e-4)
     mean = np.trapezoid(dens * x, x)
     assert float(lik.continuous_bernoulli_mean(jnp.array([logit]))[0]) == pytest.approx(mean, abs=2e-4)
@@ -91,15 +91,15 @@ def test_overfits_one_small_batch():
 
     @jax.jit
     def step(p, o, key):
-        (l, _), g = jax.value_and_grad(lambda q: model.loss("vae", {"vae": q}, {}, {"image": x}, key),
+        (loss, _), g = jax.value_and_grad(lambda q: model.loss("vae", {"vae": q}, {}, {"image": x}, key),
                                        has_aux=True)(p)
         u, o = opt.update(g, o, p)
-        return optax.apply_updates(p, u), o, l
+        return optax.apply_updates(p, u), o, loss
 
     first = None
     for i in range(400):
-        p, o, l = step(p, o, jax.random.key(i))
-        first = float(l) if first is None else first
+        p, o, loss = step(p, o, jax.random.key(i))
+        first = float(loss) if first is None else first
     final = float(np.mean([model.loss("vae", {"vae": p}, {}, {"image": x}, jax.random.key(10_000 + s))[0]
                            for s in range(5)]))
     assert first > 500 and final < 60, (first, final)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from aigc_jax.core.config import ExperimentConfig, ModelConfig
 from aigc_jax.core.contract import REQUIRED

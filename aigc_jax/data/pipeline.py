@@ -9,11 +9,10 @@ its own contiguous rows of every global batch, so the global batch is the same f
 
 from __future__ import annotations
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import grain
 
 from aigc_jax.core.config import DataConfig
 from aigc_jax.parallel.mesh import local_batch_slice

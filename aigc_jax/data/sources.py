@@ -161,7 +161,7 @@ class TFDSSource:
         return img, lbl
 
     def __getitems__(self, idx):
-        recs = self._src.__getitems__([int(i) for i in idx])
+        recs = [self._src[int(i)] for i in idx]
         imgs, lbls = zip(*(self._convert(r) for r in recs), strict=True)
         return {"image": _as_uint8_images(np.stack(imgs), "tfds"), "label": np.asarray(lbls, np.int32)}
 

@@ -160,8 +160,8 @@ def initialize_distributed() -> None:
             raise UserError(
                 "AIGC_JAX_COORDINATOR is set, so AIGC_JAX_NUM_PROCESSES and AIGC_JAX_PROCESS_ID must be integers"
             ) from None
-        if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # Cross-process collectives on CPU need gloo; the setting only affects the CPU client.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=coord, num_processes=num, process_id=pid)
     elif os.environ.get("AIGC_JAX_DISTRIBUTED") == "1":
         jax.distributed.initialize()

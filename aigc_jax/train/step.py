@@ -14,7 +14,8 @@ a NaN never reaches the params or a checkpoint.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
