@@ -75,29 +75,37 @@ class ConvEncoder(nnx.Module):
         return mean, logvar
 
 
+def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
+    """``[B, H, W, r*r*C] -> [B, r*H, r*W, C]`` (sub-pixel upsampling, Shi et al. 2016)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, w, r, r, c // (r * r))
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c // (r * r))
+
+
 class ConvDecoder(nnx.Module):
-    """Linear to a small feature map, transposed convolutions that double H and W, a 3x3 convolution to logits."""
+    """Linear to a small feature map, then per stage a 3x3 convolution to 4x the channels and a depth-to-space
+    that doubles H and W; the last stage emits the image's logits. (Sub-pixel convolutions instead of transposed
+    ones: the same function class, and several times faster under XLA on CPU.)"""
 
     def __init__(self, image_shape, channels, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
         h, w, c = image_shape
-        sizes = [(h, w)]
         for _ in channels:
             h, w = -(-h // 2), -(-w // 2)
-            sizes.append((h, w))
         self.base_shape = (h, w, channels[-1])
         self.image_shape = tuple(image_shape)
         self.inp = nnx.Linear(latent_dim + num_classes, h * w * channels[-1], rngs=rngs)
-        chans = list(reversed(channels))
-        self.deconvs = nnx.List(
-            [nnx.ConvTranspose(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs)
-             for a, b in zip(chans, [*chans[1:], chans[-1]], strict=True)]
+        chans = list(reversed(channels))  # e.g. [64, 32]
+        outs = [*chans[1:], c]  # e.g. [32, C]
+        self.convs = nnx.List(
+            [nnx.Conv(a, 4 * b, (3, 3), padding="SAME", rngs=rngs) for a, b in zip(chans, outs, strict=True)]
         )
-        self.out = nnx.Conv(chans[-1], c, (3, 3), padding="SAME", rngs=rngs)
         self.act = ACTIVATIONS[activation]
 
     def __call__(self, z, y=None):
         h = self.act(self.inp(_cat(z, y))).reshape(z.shape[0], *self.base_shape)
-        for deconv in self.deconvs:
-            h = self.act(deconv(h))
+        for i, conv in enumerate(self.convs):
+            h = depth_to_space(conv(h))
+            if i < len(self.convs) - 1:
+                h = self.act(h)
         H, W, _ = self.image_shape
-        return self.out(h[:, :H, :W, :])
+        return h[:, :H, :W, :]
