@@ -28,3 +28,22 @@ def variant(name: str, variants: dict):
     if name not in variants:
         raise KeyError(name)
     return variants[name]()
+
+
+def mnist_experiment(name: str, model_name: str, model, *, epochs: int, binarize: str = "dynamic",
+                     lr: float = 1e-3, log_every: int = 200, every_epochs: int = 5, num_samples: int = 100,
+                     player: str = "vae") -> ExperimentConfig:
+    """A one-player MNIST experiment: batch 128, Adam with cosine decay to 0, eval/samples/checkpoint every
+    ``every_epochs`` epochs."""
+    from aigc_jax.core.config import DataConfig, OptimConfig, PlayerConfig
+
+    every = epochs_to_steps(every_epochs, 128)
+    return ExperimentConfig(
+        name=name,
+        model_name=model_name,
+        model=model,
+        data=DataConfig(name="mnist", batch_size=128, eval_batch_size=500, binarize=binarize),
+        players=(PlayerConfig(name=player, optim=OptimConfig(name="adam", lr=lr, schedule="cosine")),),
+        train=TrainConfig(steps=epochs_to_steps(epochs, 128), log_every=log_every, eval_every=every,
+                          sample_every=every, checkpoint_every=every, keep_checkpoints=3, num_samples=num_samples),
+    )

@@ -1,28 +1,19 @@
 """Conditional VAE (Sohn et al. 2015) on dynamically binarized MNIST: the digit label, one-hot, enters both the
-encoder and the decoder, so `aigc-jax sample --label L` draws digit L.
+encoder and the decoder, so `aigc-jax sample --label L` draws digit L; latent 20, 20 epochs.
 
     aigc-jax train cvae-mnist
     aigc-jax sample runs/cvae-mnist --num 64 --label 3 --out threes.png
 """
 
-from aigc_jax.core.config import DataConfig, ExperimentConfig, OptimConfig, PlayerConfig, TrainConfig
 from aigc_jax.models.vae import VAEConfig
-from experiments._common import epochs_to_steps, tiny, variant
+from experiments._common import mnist_experiment, tiny, variant
 
 
-def base() -> ExperimentConfig:
-    steps = epochs_to_steps(20, 128)
-    return ExperimentConfig(
-        name="cvae-mnist",
-        model_name="vae",
-        model=VAEConfig(arch="mlp", hidden=(500, 500), latent_dim=20, num_classes=10, likelihood="bernoulli"),
-        data=DataConfig(name="mnist", batch_size=128, eval_batch_size=500, binarize="dynamic"),
-        players=(PlayerConfig(name="vae", optim=OptimConfig(name="adam", lr=1e-3, schedule="cosine")),),
-        train=TrainConfig(steps=steps, log_every=200, eval_every=2340, sample_every=2340, checkpoint_every=2340,
-                          num_samples=100),
-    )
+def base():
+    model = VAEConfig(arch="mlp", hidden=(500, 500), latent_dim=20, num_classes=10, likelihood="bernoulli")
+    return mnist_experiment("cvae-mnist", "vae", model, epochs=20)
 
 
-def get_config(name: str = "") -> ExperimentConfig:
+def get_config(name: str = ""):
     return variant(name, {"": base, "tiny": lambda: tiny(base(), hidden=(32,), latent_dim=4, iwae_samples=10,
                                                            iwae_chunk=5)})

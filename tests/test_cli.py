@@ -68,6 +68,8 @@ def test_sample_and_eval(trained, tmp_path, capsys):
         (["train", "vae-mnist", "--mesh", "data=3"], "uses 3 devices but 8 are available"),
         (["train", "vae-mnist", "--set", "data.batch_size=12"], "use a multiple of 8"),
         (["train", "vae-mnist", "--steps", "x"], "invalid int value"),
+        (["train", "vae-mnist", "--steps", "0"], "bad value 0 for train.steps: expected a positive integer"),
+        (["train", "vae-mnist", "--set", "data.name=tfds:"], "needs a dataset name"),
         (["train", "vae-mnist", "--set", "data.path=/nonexistent"], "is not a folder"),
         (["sample", "/nonexistent/run", "--out", "x.png"], "run directory /nonexistent/run does not exist"),
         (["eval", "/nonexistent/run"], "does not exist"),
@@ -80,6 +82,7 @@ def test_user_mistakes_give_one_line_and_exit_2(argv, needle, capsys, tmp_path):
     assert main(argv) == 2
     err = _err_line(capsys)
     assert needle in err, err
+    assert not (tmp_path / "w").exists(), "a failed start left a run directory behind"
 
 
 def test_sample_mistakes(trained, tmp_path, capsys):

@@ -14,6 +14,12 @@ from aigc_jax.train.setup import build_setup
 from tests.helpers import tree_equal
 
 EXPERIMENTS = list_experiments()
+# Every experiment's tiny variant, plus options that no default experiment uses.
+CASES = [(name, ()) for name in EXPERIMENTS] + [
+    ("conv-vae-mnist", ("model.likelihood=continuous_bernoulli", "data.binarize=none")),
+    ("vae-mnist", ("players.vae.optim.name=adamw", "players.vae.optim.weight_decay=0.1",
+                   "players.vae.optim.warmup_steps=2", "players.vae.optim.clip_norm=1.0")),
+]
 
 
 def test_every_experiment_file_loads():
@@ -25,9 +31,10 @@ def test_every_experiment_file_loads():
             assert cfg.name == name
 
 
-@pytest.fixture(scope="module", params=EXPERIMENTS)
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: " ".join([c[0], *c[1]]))
 def run(request, devices):
-    cfg = get_config(request.param, "tiny")
+    name, overrides = request.param
+    cfg = cfglib.apply_overrides(get_config(name, "tiny"), overrides)
     setup = build_setup(cfg, meshlib.make_mesh("", devices[:1]))
     src = sources.get_source(cfg.data.name, "train", cfg.data.path)
     it = train_iterator(src, cfg.data, setup.examples_per_step)
