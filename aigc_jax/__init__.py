@@ -11,6 +11,5 @@ from aigc_jax.api import get_config as get_config
 from aigc_jax.api import list_models as list_models
 from aigc_jax.api import load as load
 from aigc_jax.core.errors import UserError as UserError
-from aigc_jax.train.loop import train as train
 
 __version__ = "0.1.0"

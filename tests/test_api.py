@@ -11,7 +11,7 @@ from aigc_jax.train.loop import train
 
 
 def test_public_names():
-    for name in ("load", "list_models", "create", "get_config", "train", "UserError", "LoadedModel"):
+    for name in ("load", "list_models", "create", "get_config", "UserError", "LoadedModel"):
         assert hasattr(aigc_jax, name), name
 
 
@@ -67,3 +67,12 @@ def test_list_models_counts_parameters():
     dec = 50 * 500 + 500 + 500 * 500 + 500 + 500 * 784 + 784
     assert rows["vae-mnist"]["params"] == enc + dec
     assert rows["vae-mnist"]["family"] == "vae" and rows["vae-mnist"]["dataset"] == "mnist"
+
+
+def test_subpackages_are_importable_by_path():
+    import importlib
+
+    for mod in ("aigc_jax.train.step", "aigc_jax.train.loop", "aigc_jax.parallel.mesh", "aigc_jax.data.pipeline",
+                "aigc_jax.models.vae.model", "aigc_jax.checkpoint.manager", "aigc_jax.metrics.likelihood"):
+        importlib.import_module(mod)
+    assert callable(aigc_jax.train.train)

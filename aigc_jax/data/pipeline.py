@@ -59,7 +59,8 @@ def train_iterator(source, config: DataConfig, examples_per_step: int):
     rows = local_batch_slice(examples_per_step)
     batches = EpochBatches(source, examples_per_step, config.seed, rows)
     ds = grain.MapDataset.source(batches)
-    read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+    threads = config.read_threads
+    read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
     return iter(ds.to_iter_dataset(read_options=read))
 
 

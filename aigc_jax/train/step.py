@@ -35,11 +35,6 @@ def init_state(model, optimizers: dict[str, optax.GradientTransformation], key: 
     }
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 def build_train_step(
     model,
     optimizers: dict[str, optax.GradientTransformation],
@@ -75,14 +70,26 @@ def build_train_step(
                     return model.loss(player, {**params, player: p}, mstate, mb, loss_key)
 
                 (loss, (m, new_mstate)), grads = jax.value_and_grad(objective, has_aux=True)(params[player])
-                updates, new_os = opt.update(grads, opt_state[player], params[player])
-                new_p = optax.apply_updates(params[player], updates)
-                ok = jnp.isfinite(loss) & _all_finite(grads)
-                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-                params = {**params, player: keep(new_p, params[player])}
-                opt_state = {**opt_state, player: keep(new_os, opt_state[player])}
-                mstate = keep(new_mstate, mstate)
-                m = {"loss": loss, "grad_norm": optax.global_norm(grads), **m}
+                grad_norm = optax.global_norm(grads)
+                # A NaN/Inf anywhere in the gradient makes its norm non-finite, so one reduction checks both.
+                ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+                def apply(operands):
+                    p, o, _, new_ms = operands
+                    updates, o = opt.update(grads, o, p)
+                    return optax.apply_updates(p, updates), o, new_ms
+
+                def skip(operands):
+                    p, o, old_ms, _ = operands
+                    return p, o, old_ms
+
+                # lax.cond runs one branch: skipping costs nothing, unlike a where-select over every leaf.
+                new_p, new_os, mstate = jax.lax.cond(
+                    ok, apply, skip, (params[player], opt_state[player], mstate, new_mstate)
+                )
+                params = {**params, player: new_p}
+                opt_state = {**opt_state, player: new_os}
+                m = {"loss": loss, "grad_norm": grad_norm, **m}
                 return (params, opt_state, mstate, bad | ~ok), m
 
             carry = (params, opt_state, mstate, bad)
