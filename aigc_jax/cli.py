@@ -7,6 +7,7 @@ status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -36,17 +37,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--mesh", help="device mesh, e.g. data=4,fsdp=2 (default: every device on data)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("sample", help="write a PNG grid of samples from a trained run")
+    s = sub.add_parser("sample", help="samples from a trained run: a PNG grid of images, or text printed")
     s.add_argument("workdir")
-    s.add_argument("--num", type=int, default=64)
-    s.add_argument("--out", required=True, help="output .png file")
+    s.add_argument("--num", type=int, default=None, help="number of samples (default: 64 images, 1 text)")
+    s.add_argument("--out", help="output file: .png for image models (required), .txt for text models (optional)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, help="class label, for conditional models")
+    s.add_argument("--prompt", help="text models: the text to continue (default: a newline)")
+    s.add_argument("--tokens", type=int, help="text models: new tokens to generate (default: model.sample_tokens)")
+    s.add_argument("--temperature", type=float, help="text models: sampling temperature (0: greedy)")
+    s.add_argument("--top-k", type=int, help="text models: keep the k most likely tokens (0: all)")
+    s.add_argument("--top-p", type=float, help="text models: nucleus sampling mass (1: off)")
     s.add_argument("--step", type=int, help="checkpoint step (default: latest)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on the test split; writes WORKDIR/eval.json")
     e.add_argument("workdir")
-    e.add_argument("--metrics", default="", help="comma-separated subset of: elbo,nll (default: all the model has)")
+    e.add_argument("--metrics", default="",
+                   help="comma-separated subset of: loss (the model's own test metrics, e.g. -ELBO or token NLL), "
+                        "nll (importance-weighted, VAEs) (default: all the model has)")
     e.add_argument("--num-samples", type=int, default=0, help="test examples to use (default: the whole split)")
     e.add_argument("--iwae-k", type=int, default=0, help="importance samples for nll (default: model.iwae_samples)")
     e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
@@ -58,9 +66,10 @@ def _cmd_list(args) -> int:
     from aigc_jax.api import list_models
 
     rows = list_models()
-    print(f"{'name':<20} {'family':<8} {'dataset':<10} {'params':>12}")
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{w}}  {'family':<14}  {'dataset':<12}  {'params':>12}")
     for r in rows:
-        print(f"{r['name']:<20} {r['family']:<8} {r['dataset']:<10} {r['params']:>12,}")
+        print(f"{r['name']:<{w}}  {r['family']:<14}  {r['dataset']:<12}  {r['params']:>12,}")
     return 0
 
 
@@ -95,11 +104,17 @@ def _cmd_sample(args) -> int:
     from aigc_jax.core.errors import UserError
     from aigc_jax.train.writers import save_grid
 
-    if args.num < 1:
+    if args.num is not None and args.num < 1:
         raise UserError(f"--num {args.num}: expected a positive integer")
-    if not args.out.lower().endswith(".png"):
-        raise UserError(f"--out {args.out}: expected a .png file name")
     setup, state, step = restore_run(args.workdir, step=args.step)
+    if getattr(setup.model, "sample_kind", "image") == "text":
+        return _sample_text(args, setup, state, step)
+    text_flags = [f for f in ("prompt", "tokens", "temperature", "top_k", "top_p") if getattr(args, f) is not None]
+    if text_flags:
+        raise UserError(f"--{text_flags[0].replace('_', '-')} is for text models; {setup.config.name} makes images")
+    if args.out is None or not args.out.lower().endswith(".png"):
+        raise UserError(f"--out {args.out}: expected a .png file name")
+    args.num = 64 if args.num is None else args.num
     ncls = getattr(setup.config.model, "num_classes", 0)
     cond = {}
     if args.label is not None:
@@ -117,6 +132,49 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _sample_text(args, setup, state, step) -> int:
+    import jax
+    import numpy as np
+
+    from aigc_jax.core.errors import UserError
+    from aigc_jax.data.text import tokenizer_from_json
+
+    cfg = setup.config.model
+    tok_path = Path(args.workdir) / "tokenizer.json"
+    if not tok_path.is_file():
+        raise UserError(f"{args.workdir} has no tokenizer.json (it is written when training starts)")
+    tokenizer = tokenizer_from_json(json.loads(tok_path.read_text()))
+    if args.out is not None and not args.out.lower().endswith(".txt"):
+        raise UserError(f"--out {args.out}: text models write a .txt file")
+    prompt_text = "\n" if args.prompt is None else args.prompt
+    if not prompt_text:
+        raise UserError("--prompt must not be empty")
+    prompt = tokenizer.encode(prompt_text)
+    n_new = cfg.sample_tokens if args.tokens is None else args.tokens
+    if n_new < 1:
+        raise UserError(f"--tokens {n_new}: expected a positive integer")
+    if args.top_k is not None and args.top_k < 0:
+        raise UserError(f"--top-k {args.top_k}: expected 0 (off) or a positive integer")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise UserError(f"--top-p {args.top_p}: expected a number in (0, 1]")
+    if args.temperature is not None and args.temperature < 0:
+        raise UserError(f"--temperature {args.temperature}: expected a number >= 0")
+    num = 1 if args.num is None else args.num
+    use_cache = len(prompt) + n_new <= cfg.context
+    kw = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    fn = jax.jit(lambda p, pr, k: setup.model.generate(p, pr, k, n_new, use_cache=use_cache, **kw))
+    prompts = np.broadcast_to(prompt[None], (num, len(prompt)))
+    out = np.asarray(fn(state["params"], prompts, jax.random.key(args.seed)))
+    texts = [tokenizer.decode(row) for row in out]
+    joined = "\n\n---\n\n".join(texts)
+    if args.out:
+        Path(args.out).write_text(joined)
+        print(f"wrote {num} samples from {args.workdir} (step {step}) to {args.out}")
+    else:
+        print(joined)
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from aigc_jax.api import restore_run
     from aigc_jax.core.errors import UserError
@@ -125,7 +183,7 @@ def _cmd_eval(args) -> int:
 
     setup, state, step = restore_run(args.workdir, step=args.step)
     model = setup.model
-    available = ["elbo"] + (["nll"] if hasattr(model, "log_prob") else [])
+    available = ["loss"] + (["nll"] if hasattr(model, "log_prob") else [])
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] or available
     unknown = [m for m in wanted if m not in available]
     if unknown:
@@ -134,13 +192,19 @@ def _cmd_eval(args) -> int:
     if args.num_samples < 0 or args.iwae_k < 0:
         raise UserError("--num-samples and --iwae-k must be positive (0: the defaults)")
     cfg = setup.config
-    result: dict = {"experiment": cfg.name, "step": step, "split": "test", "dataset": cfg.data.name,
-                    "binarize": cfg.data.binarize}
+    result: dict = {"experiment": cfg.name, "step": step, "split": "test", "dataset": cfg.data.name}
+    if getattr(model, "sample_kind", "image") == "image":
+        result["binarize"] = cfg.data.binarize
     bs = cfg.data.eval_batch_size
-    if "elbo" in wanted:
+    if "loss" in wanted:
         nb = -(-args.num_samples // bs) if args.num_samples else 0
         result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=nb,
                                                            seed=cfg.train.seed).items()})
+    if "test_loss" in result and getattr(model, "sample_kind", "image") == "text":
+        import math
+
+        result["test_bits_per_token"] = result["test_loss"] / math.log(2)
+        result["test_perplexity"] = math.exp(result["test_loss"])
     if "nll" in wanted:
         k = args.iwae_k or cfg.model.iwae_samples
         chunk = min(cfg.model.iwae_chunk, k)

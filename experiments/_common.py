@@ -47,3 +47,16 @@ def mnist_experiment(name: str, model_name: str, model, *, epochs: int, binarize
         train=TrainConfig(steps=epochs_to_steps(epochs, 128), log_every=log_every, eval_every=every,
                           sample_every=every, checkpoint_every=every, keep_checkpoints=3, num_samples=num_samples),
     )
+
+
+def tiny_text(config: ExperimentConfig, **model_changes) -> ExperimentConfig:
+    """A few-step, 2-layer version of a GPT experiment for the CPU test suite."""
+    changes = dict(context=16, layers=2, heads=2, width=16, sample_tokens=8)
+    changes.update(model_changes)
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, **changes),
+        data=dataclasses.replace(config.data, batch_size=8, eval_batch_size=16),
+        train=TrainConfig(steps=4, log_every=2, eval_every=0, sample_every=0, checkpoint_every=2,
+                          keep_checkpoints=2, num_eval_batches=2, num_samples=2),
+    )

@@ -91,7 +91,7 @@ def test_sample_mistakes(trained, tmp_path, capsys):
     assert main(["sample", str(trained), "--out", str(tmp_path / "x.jpg")]) == 2
     assert "expected a .png file name" in _err_line(capsys)
     assert main(["eval", str(trained), "--metrics", "fid"]) == 2
-    assert "expected a subset of elbo,nll" in _err_line(capsys)
+    assert "expected a subset of loss,nll" in _err_line(capsys)
     assert not (tmp_path / "x.png").exists()
 
 

@@ -36,7 +36,7 @@ def run(request, devices):
     name, overrides = request.param
     cfg = cfglib.apply_overrides(get_config(name, "tiny"), overrides)
     setup = build_setup(cfg, meshlib.make_mesh("", devices[:1]))
-    src = sources.get_source(cfg.data.name, "train", cfg.data.path)
+    src = sources.for_experiment(cfg, "train")
     it = train_iterator(src, cfg.data, setup.examples_per_step)
     batches = [meshlib.to_global(next(it), setup.batch_sharding) for _ in range(3)]
     return cfg, setup, batches
@@ -78,6 +78,12 @@ def test_sample_shape_and_range(run):
     num = 6
     cond = setup.model.sample_conditions(num)
     imgs = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))(state["params"], jax.random.key(3), cond)
+    if getattr(setup.model, "sample_kind", "image") == "text":
+        toks = np.asarray(imgs)
+        assert toks.shape == (num, 1 + cfg.model.sample_tokens) and toks.dtype == np.int32
+        assert toks.min() >= 0 and toks.max() < cfg.model.vocab_size
+        assert len(np.unique(toks[:, 1:])) > 1
+        return
     assert imgs.shape == (num, *cfg.model.image_shape)
     assert imgs.dtype == np.float32
     arr = np.asarray(imgs)
@@ -88,7 +94,7 @@ def test_sample_shape_and_range(run):
 def test_checkpoint_round_trip_is_exact(run, tmp_path):
     cfg, setup, batches = run
     state, _ = _two_steps(setup, batches)
-    src = sources.get_source(cfg.data.name, "train", cfg.data.path)
+    src = sources.for_experiment(cfg, "train")
     it = train_iterator(src, cfg.data, setup.examples_per_step)
     next(it)
     ck = Checkpointer(tmp_path / "ck", keep=2)

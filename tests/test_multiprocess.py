@@ -40,7 +40,7 @@ def test_two_processes_equal_one(tmp_path, devices):
             [sys.executable, "-m", "aigc_jax.cli", "train", "vae-mnist", "--workdir", str(wd), *ARGS],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
 
     overrides = [a for a in ARGS[3:] if "=" in a and not a.startswith("data=")]

@@ -36,6 +36,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0  # adamw only
     clip_norm: float = 0.0  # global-norm clipping; 0 disables it
+    accumulate_steps: int = 1  # gradient accumulation: apply the mean gradient of every k micro-steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +50,12 @@ class PlayerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist"  # mnist | tfds:NAME | path/to/file.npz
+    name: str = "mnist"  # mnist | tfds:NAME | path/to/file.npz | shakespeare | path/to/file.txt | synthetic
     path: str = ""  # for mnist: a folder of IDX files (default: the embedded copy); for tfds: the data_dir
     batch_size: int = 128  # global batch, sharded over the mesh's data axes
     eval_batch_size: int = 500
     binarize: Literal["none", "dynamic"] = "none"  # dynamic: x ~ Bernoulli(pixel intensity), resampled every time
+    tokenizer: Literal["char", "byte"] = "char"  # text datasets only
     seed: int = 0  # shuffling seed
     # Grain read threads: 0 reads each batch in the training thread (best for in-memory arrays, where a gather
     # costs microseconds); raise it for sources that decode records (tfds:NAME).
@@ -232,9 +234,9 @@ def validate(config: ExperimentConfig) -> None:
         o = p.optim
         if o.lr <= 0:
             raise UserError(f"bad value {o.lr} for players.{p.name}.optim.lr: expected a positive number")
-        if o.warmup_steps < 0 or o.clip_norm < 0 or p.updates_per_step < 1:
+        if o.warmup_steps < 0 or o.clip_norm < 0 or p.updates_per_step < 1 or o.accumulate_steps < 1:
             raise UserError(f"bad optimizer settings for player {p.name!r}: warmup_steps and clip_norm must be "
-                            ">= 0 and updates_per_step >= 1")
+                            ">= 0, updates_per_step and accumulate_steps >= 1")
     check = getattr(config.model, "validate", None)
     if check is not None:
         check()

@@ -90,6 +90,8 @@ def make_device_transform(config: DataConfig):
 
     def transform(batch, key):
         out = dict(batch)
+        if "image" not in batch:  # token batches pass through
+            return out
         x = batch["image"].astype(jnp.float32) / 255.0
         if config.binarize == "dynamic":
             x = jax.random.bernoulli(key, x).astype(jnp.float32)

@@ -183,4 +183,22 @@ def get_source(name: str, split: str, path: str = ""):
         return TFDSSource(ds, split, path)
     if name.endswith(".npz"):
         return load_npz(name, split)
-    raise UserError(f"unknown dataset {name!r}: expected mnist, tfds:NAME or a path to an .npz file")
+    raise UserError(
+        f"unknown dataset {name!r}: expected mnist, tfds:NAME, a path to an .npz file, shakespeare, a path to a "
+        ".txt file, or synthetic"
+    )
+
+
+def for_experiment(config, split: str):
+    """The record source of an experiment's dataset split (images or token windows)."""
+    d = config.data
+    if d.name == "shakespeare" or d.name.endswith(".txt") or d.name == "synthetic":
+        from aigc_jax.data import text
+
+        context = getattr(config.model, "context", None)
+        if context is None:
+            raise UserError(f"dataset {d.name!r} is text; model {config.model_name!r} does not read tokens")
+        if d.name == "synthetic":
+            return text.SyntheticTokens(config.model.vocab_size, context, seed=d.seed + (split == "test"))
+        return text.text_source(d.name, split, context, d.tokenizer, d.path)
+    return get_source(d.name, split, d.path)

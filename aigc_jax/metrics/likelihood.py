@@ -23,7 +23,7 @@ def importance_weighted_nll(setup, state, k: int, split: str = "test", max_examp
     """
     cfg = setup.config
     model = setup.model
-    src = sources.get_source(cfg.data.name, split, cfg.data.path)
+    src = sources.for_experiment(cfg, split)
     bs = batch_size or cfg.data.eval_batch_size
     n_batches = 0 if not max_examples else -(-max_examples // bs)
 

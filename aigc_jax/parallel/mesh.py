@@ -114,12 +114,22 @@ def param_shardings(abstract_params, mesh: Mesh, specs=None):
     fsdp = mesh.shape["fsdp"]
     if specs is None:
         return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, fsdp)), abstract_params)
-    return jax.tree.map(
-        lambda a, s: NamedSharding(mesh, s if s is not None else fsdp_spec(a.shape, fsdp)),
-        abstract_params,
-        specs,
-        is_leaf=lambda x: x is None,
-    )
+
+    def pick(path, a, s):
+        if s is None:
+            return NamedSharding(mesh, fsdp_spec(a.shape, fsdp))
+        for dim, (size, axis) in enumerate(zip(a.shape, tuple(s) + (None,) * (len(a.shape) - len(s)), strict=True)):
+            n = mesh.shape[axis] if axis else 1
+            if size % n:
+                name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+                raise UserError(
+                    f"parameter {name} {tuple(a.shape)}: dimension {dim} ({size}) cannot be split over mesh axis "
+                    f"{axis}={n}; pad it to a multiple of {n} (e.g. model.vocab_size) or map its logical axis to "
+                    "none in model.axis_rules"
+                )
+        return NamedSharding(mesh, s)
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_params, specs, is_leaf=lambda x: x is None)
 
 
 def _path_key(path) -> tuple:

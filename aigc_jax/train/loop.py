@@ -54,7 +54,7 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
 def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0) -> dict:
     """Mean of the model's per-example eval metrics over a split (deterministic: fixed keys per batch)."""
     cfg = setup.config
-    src = sources.get_source(cfg.data.name, split, cfg.data.path)
+    src = sources.for_experiment(cfg, split)
     nb = cfg.train.num_eval_batches if max_batches is None else max_batches
     totals: dict[str, jax.Array] = {}
     count = 0.0
@@ -102,12 +102,22 @@ def train(
     primary = jax.process_index() == 0
     setup = build_setup(cfg, mesh)
     total = cfg.train.steps
-    train_src = sources.get_source(cfg.data.name, "train", cfg.data.path)
+    train_src = sources.for_experiment(cfg, "train")
     model_shape = getattr(cfg.model, "image_shape", None)
-    if model_shape is not None and tuple(train_src.image_shape) != tuple(model_shape):
+    data_shape = getattr(train_src, "image_shape", None)
+    if model_shape is not None and data_shape is None:
+        raise UserError(f"dataset {cfg.data.name!r} has no images but model {cfg.model_name!r} needs them")
+    if model_shape is not None and tuple(data_shape) != tuple(model_shape):
         raise UserError(
-            f"dataset {cfg.data.name!r} has images of shape {tuple(train_src.image_shape)} but model.image_shape is "
+            f"dataset {cfg.data.name!r} has images of shape {tuple(data_shape)} but model.image_shape is "
             f"{tuple(model_shape)}: set model.image_shape to match"
+        )
+    tokenizer = getattr(train_src, "tokenizer", None)
+    vocab = getattr(cfg.model, "vocab_size", None)
+    if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
+        raise UserError(
+            f"the {cfg.data.tokenizer} tokenizer of {cfg.data.name!r} has {tokenizer.vocab_size} tokens but "
+            f"model.vocab_size is {vocab}: set model.vocab_size >= {tokenizer.vocab_size}"
         )
     iterator = train_iterator(train_src, cfg.data, setup.examples_per_step)
 
@@ -123,6 +133,8 @@ def train(
         state = setup.init_state(cfg.train.seed)
     if primary:
         _write_json(workdir / "config.json", cfg_dict)
+        if tokenizer is not None:
+            _write_json(workdir / "tokenizer.json", tokenizer.to_json())
     summary: dict = {"workdir": str(workdir), "start_step": start}
     if start >= total:
         ckpt.close()
@@ -147,9 +159,20 @@ def train(
         return m
 
     def run_samples(step: int):
-        if primary:
-            imgs = sample_images(setup, state["params"], cfg.train.num_samples, cfg.train.seed + 1)
-            save_grid(imgs, workdir / "samples" / f"step_{step}.png")
+        if not primary:
+            return
+        if getattr(setup.model, "sample_kind", "image") == "text":
+            if tokenizer is None:
+                return
+            toks = sample_images(setup, state["params"], min(cfg.train.num_samples, 4), cfg.train.seed + 1)
+            text = "\n\n---\n\n".join(tokenizer.decode(t) for t in toks)
+            out = workdir / "samples" / f"step_{step}.txt"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_name(out.name + ".tmp").write_text(text)
+            os.replace(out.with_name(out.name + ".tmp"), out)
+            return
+        imgs = sample_images(setup, state["params"], cfg.train.num_samples, cfg.train.seed + 1)
+        save_grid(imgs, workdir / "samples" / f"step_{step}.png")
 
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)

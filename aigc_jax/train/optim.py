@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from aigc_jax.core.config import OptimConfig
@@ -27,12 +28,21 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping (when ``clip_norm > 0``) chained with Adam or AdamW under the schedule."""
-    sched = make_schedule(cfg, total_steps)
+    """Global-norm clipping (when ``clip_norm > 0``) chained with Adam or AdamW under the schedule.
+
+    AdamW decays only matrices and embeddings (arrays of rank >= 2), not biases or norm scales, as GPT-2 and
+    nanoGPT do. With ``accumulate_steps = k`` (optax.MultiSteps) the schedule counts applied updates, so
+    ``total_steps`` is divided by k.
+    """
+    k = cfg.accumulate_steps
+    sched = make_schedule(cfg, max(total_steps // k, 1))
     if cfg.name == "adamw":
-        opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                          mask=lambda params: jax.tree.map(lambda x: x.ndim >= 2, params))
     else:
         opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+    if k > 1:
+        opt = optax.MultiSteps(opt, every_k_schedule=k)
     return opt

@@ -1,0 +1,334 @@
+"""GPT: a decoder-only transformer (Radford et al. 2018/2019; nanoGPT's layout) as pure functions.
+
+Pre-LayerNorm blocks, causal self-attention through `jax.nn.dot_product_attention`, GELU MLP, learned positions,
+tied input/output embeddings, optional biases and dropout. Every parameter carries logical axis names
+(``vocab, embed, heads, head_dim, mlp``); ``GPTConfig.axis_rules`` maps them to the mesh axes
+``data, fsdp, tensor`` (a short rule table), which gives FSDP and tensor parallelism in the one trainer.
+
+Shapes: tokens ``[B, T]`` int32; activations ``[B, T, D]``; attention ``q, k, v [B, T, N, H]`` with ``D = N * H``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.errors import UserError
+from aigc_jax.core.registry import register_model
+from aigc_jax.models.autoregressive.sampling import decode_loop
+from aigc_jax.nn.linear import dense
+
+LOGICAL_AXES = ("vocab", "embed", "heads", "head_dim", "mlp", "pos")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig(ModelConfig):
+    vocab_size: int = 65
+    context: int = 64
+    layers: int = 4
+    heads: int = 4
+    width: int = 128
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    bias: bool = False
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"  # params stay float32 (master copy)
+    remat: bool = False  # rematerialise each block in the backward pass
+    # logical axis -> mesh axis; unnamed logical axes are replicated
+    axis_rules: str = "vocab:tensor,embed:fsdp,heads:tensor,mlp:tensor"
+    sample_tokens: int = 300  # new tokens in the text samples written during training
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise UserError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
+        if min(self.vocab_size, self.context, self.layers, self.heads, self.width, self.mlp_ratio) < 1:
+            raise UserError("model.vocab_size, context, layers, heads, width and mlp_ratio must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"bad value {self.dropout} for model.dropout: expected 0 <= dropout < 1")
+        parse_rules(self.axis_rules)
+
+    def rules(self) -> dict[str, str | None]:
+        return parse_rules(self.axis_rules)
+
+
+def parse_rules(text: str) -> dict[str, str | None]:
+    rules: dict[str, str | None] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, axis = part.partition(":")
+        if name not in LOGICAL_AXES or axis not in ("data", "fsdp", "tensor", "none", ""):
+            raise UserError(
+                f"bad model.axis_rules entry {part!r}: expected LOGICAL:MESH with LOGICAL one of "
+                f"{', '.join(LOGICAL_AXES)} and MESH one of data, fsdp, tensor, none"
+            )
+        rules[name] = None if axis in ("none", "") else axis
+    return rules
+
+
+def _param(rngs, init, shape, names):
+    return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=names)
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, width: int, bias: bool, rngs: nnx.Rngs):
+        self.scale = nnx.Param(jnp.ones((width,), jnp.float32), out_sharding=("embed",))
+        self.bias = nnx.Param(jnp.zeros((width,), jnp.float32), out_sharding=("embed",)) if bias else None
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(-1, keepdims=True)
+        var = jnp.square(xf - mean).mean(-1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + 1e-5) * _bcast(self.scale[...].astype(jnp.float32), x.ndim)
+        if self.bias is not None:
+            y = y + _bcast(self.bias[...].astype(jnp.float32), x.ndim)
+        return y.astype(x.dtype)
+
+
+def _bcast(v, ndim):
+    """Right-align a parameter for an explicit broadcast (the tests run with rank promotion disabled)."""
+    return v.reshape((1,) * (ndim - v.ndim) + v.shape)
+
+
+def _dropout(x, rate, key):
+    if rate == 0.0 or key is None:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+        d, n = cfg.width, cfg.heads
+        h, m = d // n, d * cfg.mlp_ratio
+        init = nnx.initializers.normal(0.02)
+        out_init = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.layers))  # GPT-2's scaled residual init
+        zeros = nnx.initializers.zeros_init()
+        self.ln1 = LayerNorm(d, cfg.bias, rngs)
+        self.wq = _param(rngs, init, (d, n, h), ("embed", "heads", "head_dim"))
+        self.wk = _param(rngs, init, (d, n, h), ("embed", "heads", "head_dim"))
+        self.wv = _param(rngs, init, (d, n, h), ("embed", "heads", "head_dim"))
+        self.wo = _param(rngs, out_init, (n, h, d), ("heads", "head_dim", "embed"))
+        self.ln2 = LayerNorm(d, cfg.bias, rngs)
+        self.w_in = _param(rngs, init, (d, m), ("embed", "mlp"))
+        self.w_out = _param(rngs, out_init, (m, d), ("mlp", "embed"))
+        if cfg.bias:
+            self.bq = _param(rngs, zeros, (n, h), ("heads", "head_dim"))
+            self.bk = _param(rngs, zeros, (n, h), ("heads", "head_dim"))
+            self.bv = _param(rngs, zeros, (n, h), ("heads", "head_dim"))
+            self.bo = _param(rngs, zeros, (d,), ("embed",))
+            self.b_in = _param(rngs, zeros, (m,), ("mlp",))
+            self.b_out = _param(rngs, zeros, (d,), ("embed",))
+        self.use_bias = cfg.bias
+        self.dropout = cfg.dropout
+
+    def __call__(self, x, key, cache=None, pos=None):
+        """x [B, T, D] -> [B, T, D]. With ``cache = (k [B, S, N, H], v [B, S, N, H])`` the T new positions start at
+        ``pos``; keys at positions <= each query's are attended. Returns (x, new cache or None)."""
+        k1, k2 = (None, None) if key is None else jax.random.split(key)
+        y = self.ln1(x)
+        b, t, d = y.shape
+        wq, wk, wv = self.wq[...], self.wk[...], self.wv[...]
+        n, h = wq.shape[1], wq.shape[2]
+        q = dense(y, wq.reshape(d, n * h)).reshape(b, t, n, h)
+        k = dense(y, wk.reshape(d, n * h)).reshape(b, t, n, h)
+        v = dense(y, wv.reshape(d, n * h)).reshape(b, t, n, h)
+        if self.use_bias:
+            q, k, v = q + _bcast(self.bq[...], 4), k + _bcast(self.bk[...], 4), v + _bcast(self.bv[...], 4)
+        if cache is None:
+            att = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            new_cache = None
+        else:
+            ck, cv = cache
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, pos, 0, 0))
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, pos, 0, 0))
+            s = ck.shape[1]
+            mask = (jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None])[None, None]  # [1, 1, T, S]
+            att = jax.nn.dot_product_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask)
+            new_cache = (ck, cv)
+        out = dense(att.reshape(b, t, n * h), self.wo[...].reshape(n * h, d))
+        if self.use_bias:
+            out = out + _bcast(self.bo[...], 3)
+        x = x + _dropout(out, self.dropout, k1)
+        y = self.ln2(x)
+        hdn = dense(y, self.w_in[...])
+        if self.use_bias:
+            hdn = hdn + _bcast(self.b_in[...], 3)
+        hdn = jax.nn.gelu(hdn, approximate=False)  # exact (erf) GELU, as nanoGPT
+        out = dense(hdn, self.w_out[...])
+        if self.use_bias:
+            out = out + _bcast(self.b_out[...], 3)
+        return x + _dropout(out, self.dropout, k2), new_cache
+
+
+class GPTNetwork(nnx.Module):
+    def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(0.02)
+        self.wte = _param(rngs, init, (cfg.vocab_size, cfg.width), ("vocab", "embed"))
+        self.wpe = _param(rngs, init, (cfg.context, cfg.width), ("pos", "embed"))
+        self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.layers)])
+        self.ln_f = LayerNorm(cfg.width, cfg.bias, rngs)
+
+
+class GPT:
+    """Pure functions of a GPT over plain-pytree params ``{"gpt": {...}}``."""
+
+    players = ("gpt",)
+    sample_kind = "text"
+
+    def __init__(self, config: GPTConfig):
+        self.config = config
+        with nnx.use_eager_sharding(False):
+            abstract = nnx.eval_shape(lambda: GPTNetwork(config, nnx.Rngs(0)))
+        self._graphdef, abstract_state = nnx.split(abstract)
+        self._logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_state))
+        block_abstract = abstract.blocks[0]
+        self._block_graphdef, _ = nnx.split(block_abstract)
+        self.dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+
+    # -- sharding ---------------------------------------------------------------------------------------------
+    def logical_axes(self):
+        """Logical axis names of every parameter (a pytree of PartitionSpecs over logical names)."""
+        return {"gpt": self._logical}
+
+    def param_partition_specs(self):
+        """PartitionSpecs over mesh axes, from the logical names and ``axis_rules``."""
+        rules = self.config.rules()
+        return jax.tree.map(lambda spec: P(*(rules.get(n) if n else None for n in spec)), self.logical_axes(),
+                            is_leaf=lambda x: isinstance(x, P))
+
+    # -- the network --------------------------------------------------------------------------------------------
+    def init(self, key):
+        with nnx.use_eager_sharding(False):
+            net = GPTNetwork(self.config, nnx.Rngs(key))
+        return {"gpt": nnx.to_pure_dict(nnx.state(net))}, {}
+
+    def _net(self, params):
+        p = params["gpt"]
+        if self.dtype != jnp.float32:
+            p = jax.tree.map(lambda a: a.astype(self.dtype), p)
+        return nnx.merge(self._graphdef, p)
+
+    def apply(self, params, tokens, key=None, cache=None, pos=0):
+        """Logits float32 ``[B, T, V]`` for tokens ``[B, T]`` at positions ``pos..pos+T-1``; with a KV cache
+        (a list of ``(k, v)`` per layer) also returns the updated cache. ``key`` enables dropout."""
+        cfg = self.config
+        net = self._net(params)
+        t = tokens.shape[1]
+        x = net.wte[...][tokens] + jax.lax.dynamic_slice_in_dim(net.wpe[...], pos, t, axis=0)[None]  # [B, T, D]
+        keys = [None] * (cfg.layers + 1) if key is None else list(jax.random.split(key, cfg.layers + 1))
+        x = _dropout(x, cfg.dropout, keys[-1])
+        new_cache = []
+        for i, block in enumerate(net.blocks):
+            layer_cache = None if cache is None else cache[i]
+            if cfg.remat and cache is None:
+                gd = self._block_graphdef
+
+                def run(state, x, k, gd=gd):
+                    return nnx.merge(gd, state)(x, k)[0]
+
+                x = jax.checkpoint(run)(nnx.state(block), x, keys[i])
+            else:
+                x, c = block(x, keys[i], layer_cache, pos)
+                new_cache.append(c)
+        x = net.ln_f(x)
+        logits = jnp.einsum("btd,vd->btv", x, net.wte[...]).astype(jnp.float32)  # tied output embedding
+        return logits if cache is None else (logits, new_cache)
+
+    # -- the contract -------------------------------------------------------------------------------------------
+    def _token_nll(self, params, batch, key):
+        toks = batch["tokens"]
+        logits = self.apply(params, toks[:, :-1], key)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        return -jnp.take_along_axis(logp, toks[:, 1:, None], axis=-1)[..., 0]  # [B, T]
+
+    def loss(self, player, params, state, batch, key):
+        nll = self._token_nll(params, batch, key if self.config.dropout > 0 else None)
+        loss = nll.mean()
+        return loss, ({"perplexity": jnp.exp(loss)}, state)
+
+    def eval_metrics(self, params, state, batch, key):
+        nll = self._token_nll(params, batch, None)
+        return {"loss": nll.mean(-1)}
+
+    def init_cache(self, batch: int, length: int | None = None):
+        cfg = self.config
+        shape = (batch, length or cfg.context, cfg.heads, cfg.width // cfg.heads)
+        return [(jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)) for _ in range(cfg.layers)]
+
+    def generate(self, params, prompt, key, num_new: int, *, temperature=None, top_k=None, top_p=None,
+                 use_cache: bool = True):
+        """Prompt int32 ``[B, P]`` -> ``[B, P + num_new]``. With the KV cache (the default) P + num_new must fit
+        in the context; ``use_cache=False`` recomputes the last ``context`` tokens for every new token (nanoGPT's
+        sliding window), which also generates past the context."""
+        cfg = self.config
+        temperature = cfg.temperature if temperature is None else temperature
+        top_k = cfg.top_k if top_k is None else top_k
+        top_p = cfg.top_p if top_p is None else top_p
+        b, p = prompt.shape
+        if use_cache:
+            if p + num_new > cfg.context:
+                raise ValueError(f"prompt ({p}) + new tokens ({num_new}) exceed the context ({cfg.context}); "
+                                 "use use_cache=False for a sliding window")
+            logits, cache = self.apply(params, prompt, None, self.init_cache(b), 0)
+
+            def step(cache, tok, position):
+                out, cache = self.apply(params, tok[:, None], None, cache, position)
+                return out[:, -1], cache
+
+            new = decode_loop(step, cache, logits[:, -1], p, num_new, key, temperature, top_k, top_p)
+            return jnp.concatenate([prompt, new], axis=1)
+
+        total = p + num_new
+        window = min(cfg.context, total)
+        buf = jnp.zeros((b, total), jnp.int32).at[:, :p].set(prompt)
+
+        def logits_at(buf, length):
+            start = jnp.maximum(length - window, 0)
+            ctx = jax.lax.dynamic_slice_in_dim(buf, start, window, axis=1)
+            out = self.apply(params, ctx)
+            return jax.lax.dynamic_index_in_dim(out, length - 1 - start, axis=1, keepdims=False)
+
+        def step(buf, tok, position):
+            buf = jax.lax.dynamic_update_slice_in_dim(buf, tok[:, None], position, axis=1)
+            return logits_at(buf, position + 1), buf
+
+        new = decode_loop(step, buf, logits_at(buf, p), p, num_new, key, temperature, top_k, top_p)
+        return jnp.concatenate([prompt, new], axis=1)
+
+    def sample(self, params, key, num: int, prompt=None, tokens: int | None = None):
+        """``num`` sequences of token ids: the prompt (default: token 0, a newline for the character tokenizer)
+        followed by ``tokens`` new ones (default ``config.sample_tokens``)."""
+        if prompt is None:
+            prompt = jnp.zeros((num, 1), jnp.int32)
+        prompt = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32).reshape(-1, jnp.shape(prompt)[-1]),
+                                  (num, jnp.shape(prompt)[-1]))
+        n = self.config.sample_tokens if tokens is None else tokens
+        fits = prompt.shape[1] + n <= self.config.context
+        return self.generate(params, prompt, key, n, use_cache=fits)
+
+    def sample_conditions(self, num: int):
+        return {}
+
+    def extras(self) -> dict:
+        return {"apply": self.apply, "generate": self.generate, "logical_axes": self.logical_axes()}
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward): 6 N for the weights plus attention
+        (PaLM appendix B / nanoGPT's estimate_mfu: 6N + 12 L H Q T)."""
+        cfg = self.config
+        n = sum(int(x.size) for x in jax.tree.leaves(jax.eval_shape(self.init, jax.random.key(0))[0]))
+        n -= cfg.context * cfg.width  # position embeddings do no matmul work
+        return 6 * n + 12 * cfg.layers * cfg.width * cfg.context
+
+
+@register_model("gpt", family="autoregressive", config_cls=GPTConfig)
+def build_gpt(config: GPTConfig) -> GPT:
+    return GPT(config)

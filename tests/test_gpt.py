@@ -1,0 +1,199 @@
+"""GPT: causality, KV-cache decoding, the sampler on fake logits, and 3-axis sharding on 8 simulated devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from aigc_jax.api import get_config
+from aigc_jax.models.autoregressive import GPT, GPTConfig, sampling
+from aigc_jax.parallel import mesh as meshlib
+from aigc_jax.train.setup import build_setup
+from tests.helpers import tree_max_diff
+
+SMALL = GPTConfig(vocab_size=13, context=12, layers=2, heads=2, width=16, bias=True)
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = GPT(SMALL)
+    params, _ = model.init(jax.random.key(0))
+    toks = jax.random.randint(jax.random.key(1), (3, SMALL.context), 0, SMALL.vocab_size)
+    return model, params, toks
+
+
+def test_causality_future_tokens_do_not_change_past_logits(small):
+    model, params, toks = small
+    apply = jax.jit(model.apply)
+    base = apply(params, toks)
+    for t in (0, 4, SMALL.context - 2):
+        changed = toks.at[:, t + 1:].set((toks[:, t + 1:] + 5) % SMALL.vocab_size)
+        out = apply(params, changed)
+        np.testing.assert_array_equal(np.asarray(out[:, : t + 1]), np.asarray(base[:, : t + 1]))
+        assert not np.allclose(out[:, t + 1:], base[:, t + 1:])
+
+
+def test_cached_decoding_equals_the_full_forward_at_every_position(small):
+    model, params, toks = small
+    full = model.apply(params, toks)
+    logits, cache = model.apply(params, toks[:, :3], None, model.init_cache(3), 0)  # prefill 3 positions
+    np.testing.assert_allclose(logits, full[:, :3], atol=1e-5)
+    step = jax.jit(lambda c, tok, pos: model.apply(params, tok, None, c, pos))
+    for t in range(3, SMALL.context):
+        out, cache = step(cache, toks[:, t:t + 1], t)
+        np.testing.assert_allclose(out[:, 0], full[:, t], atol=1e-5)
+
+
+def test_generate_with_cache_equals_windowed_recompute(small):
+    model, params, toks = small
+    prompt = toks[:, :4]
+    a = jax.jit(lambda k: model.generate(params, prompt, k, 6, temperature=1.0))(jax.random.key(5))
+    b = jax.jit(lambda k: model.generate(params, prompt, k, 6, temperature=1.0, use_cache=False))(jax.random.key(5))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 10) and np.array_equal(a[:, :4], prompt)
+    long = model.generate(params, prompt, jax.random.key(5), 20, use_cache=False)  # past the context
+    assert long.shape == (3, 24)
+    with pytest.raises(ValueError, match="exceed the context"):
+        model.generate(params, prompt, jax.random.key(5), 20)
+
+
+def _fake_step(vocab):
+    """Logits that put the most mass on (previous token + 1) % vocab and the second most on +2."""
+
+    def step(state, tok, pos):
+        logits = jnp.full((tok.shape[0], vocab), -10.0)
+        logits = logits.at[jnp.arange(tok.shape[0]), (tok + 1) % vocab].set(2.0)
+        logits = logits.at[jnp.arange(tok.shape[0]), (tok + 2) % vocab].set(1.0)
+        return logits, state
+
+    return step
+
+
+def test_sampler_greedy_and_top_k_1_give_the_argmax_chain():
+    vocab = 7
+    first = _fake_step(vocab)(None, jnp.array([0, 3]), 0)[0]
+    expect = np.array([[1, 2, 3, 4, 5], [4, 5, 6, 0, 1]])
+    greedy = sampling.decode_loop(_fake_step(vocab), None, first, 1, 5, jax.random.key(0), temperature=0.0)
+    np.testing.assert_array_equal(greedy, expect)
+    for seed in range(3):
+        topk = sampling.decode_loop(_fake_step(vocab), None, first, 1, 5, jax.random.key(seed), top_k=1)
+        np.testing.assert_array_equal(topk, expect)
+
+
+def test_top_p_edge_cases():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    # A tiny top_p keeps only the most likely token.
+    assert np.isfinite(np.asarray(sampling.filter_logits(logits, top_p=1e-6))).tolist() == [[True, False, False,
+                                                                                          False]]
+    # 0.5 is reached by the first token alone; 0.6 needs the second; 0.95 keeps three; 1.0 keeps all.
+    for p, kept in ((0.5, 1), (0.6, 2), (0.95, 3), (1.0, 4)):
+        assert int(np.isfinite(np.asarray(sampling.filter_logits(logits, top_p=p))).sum()) == kept, p
+    draws = jax.vmap(lambda k: sampling.choose(logits, k, top_p=0.6))(jax.random.split(jax.random.key(0), 2000))
+    freq = np.bincount(np.asarray(draws).ravel(), minlength=4) / 2000
+    assert freq[2] == freq[3] == 0 and freq[0] == pytest.approx(0.5 / 0.8, abs=0.04)
+    # top_k keeps exactly k; temperature sharpens.
+    assert int(np.isfinite(np.asarray(sampling.filter_logits(logits, top_k=2))).sum()) == 2
+    hot = jax.nn.softmax(sampling.filter_logits(logits, temperature=0.5))
+    assert float(hot[0, 0]) > 0.5
+
+
+# The sharding of every GPT parameter on data=2,fsdp=2,tensor=2 with the default rules
+# (vocab:tensor, embed:fsdp, heads:tensor, mlp:tensor).
+GOLDEN = {
+    "wte": P("tensor", "fsdp"),
+    "wpe": P(None, "fsdp"),
+    "ln_f/scale": P("fsdp"),
+    "blocks/0/ln1/scale": P("fsdp"),
+    "blocks/0/wq": P("fsdp", "tensor", None),
+    "blocks/0/wk": P("fsdp", "tensor", None),
+    "blocks/0/wv": P("fsdp", "tensor", None),
+    "blocks/0/wo": P("tensor", None, "fsdp"),
+    "blocks/0/w_in": P("fsdp", "tensor"),
+    "blocks/0/w_out": P("tensor", "fsdp"),
+}
+
+
+@pytest.fixture(scope="module")
+def sharded_pair(devices):
+    cfg = get_config("gpt-shakespeare-char-cpu", ["model.layers=2", "model.width=32", "model.heads=4",
+                                                  "model.vocab_size=66",  # padded so tensor=2 divides it
+                                                  "model.context=16", "data.batch_size=8"])
+    toks = jax.random.randint(jax.random.key(3), (8, 17), 0, 66)
+    out = {}
+    for spec, devs in (("", devices[:1]), ("data=2,fsdp=2,tensor=2", devices)):
+        setup = build_setup(cfg, meshlib.make_mesh(spec, devs))
+        state = setup.init_state(0)
+        batch = meshlib.to_global({"tokens": np.asarray(toks)}, setup.batch_sharding)
+        def loss(p, batch=batch, setup=setup):
+            return setup.model.loss("gpt", p, {}, {"tokens": batch["tokens"]}, None)[0]
+
+        grads = jax.jit(jax.grad(loss))(state["params"])
+        new, metrics = setup.train_step(state, batch)
+        out[spec] = (setup, state, grads, new, metrics)
+    return out
+
+
+def test_three_axis_mesh_matches_one_device(sharded_pair):
+    _, _, g1, s1, m1 = sharded_pair[""]
+    _, _, g8, s8, m8 = sharded_pair["data=2,fsdp=2,tensor=2"]
+    assert float(m8["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-6)
+    assert tree_max_diff(jax.device_get(g8), jax.device_get(g1)) < 1e-6
+    assert tree_max_diff(jax.device_get(s8["params"]), jax.device_get(s1["params"])) < 1e-6
+
+
+def test_golden_sharding_table_and_large_weights_sharded(sharded_pair):
+    _, state, _, new, _ = sharded_pair["data=2,fsdp=2,tensor=2"]
+    params = state["params"]["gpt"]
+
+    def get(path):
+        node = params
+        for k in path.split("/"):
+            node = node[int(k) if k.isdigit() else k]
+        return node
+
+    for path, spec in GOLDEN.items():
+        assert get(path).sharding.spec == spec, path
+    # Every weight matrix is split 4 ways (fsdp x tensor), the position table 2 ways (fsdp), and they stay so
+    # after a step (donated state, explicit out_shardings).
+    for path, x in jax.tree_util.tree_flatten_with_path(new["params"]["gpt"])[0]:
+        if x.ndim >= 2:
+            ways = 2 if path[-1].key == "wpe" else 4
+            assert x.addressable_shards[0].data.size * ways == x.size, path
+
+
+def test_indivisible_sharding_is_a_clear_error(devices):
+    cfg = get_config("gpt-shakespeare-char-cpu", ["model.layers=1", "model.width=32", "data.batch_size=8"])
+    from aigc_jax.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"parameter gpt/wte \(65, 32\): dimension 0 \(65\) cannot be split over "
+                                        r"mesh axis tensor=2; pad it"):
+        build_setup(cfg, meshlib.make_mesh("data=2,fsdp=2,tensor=2", devices))
+
+
+def test_cli_text_model_end_to_end(tmp_path, capsys):
+    import json
+
+    from aigc_jax.cli import main
+
+    wd = tmp_path / "gpt"
+    argv = ["train", "gpt-shakespeare-char-cpu", "--workdir", str(wd), "--steps", "3", "--no-progress",
+            "--set", "model.layers=1", "--set", "model.width=16", "--set", "model.heads=2", "--set",
+            "model.context=16", "--set", "data.batch_size=8", "--set", "data.eval_batch_size=64", "--set",
+            "train.num_eval_batches=2", "--set", "train.log_every=1", "--set", "model.sample_tokens=10"]
+    assert main(argv) == 0
+    assert json.loads((wd / "tokenizer.json").read_text())["kind"] == "char"
+    assert (wd / "samples" / "step_3.txt").read_text().strip()
+    capsys.readouterr()
+    assert main(["sample", str(wd), "--prompt", "ROMEO:", "--tokens", "30", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ROMEO:") and len(out.rstrip("\n")) == len("ROMEO:") + 30
+    assert main(["sample", str(wd), "--prompt", "ROMEO:", "--tokens", "5", "--temperature", "0"]) == 0
+    greedy = capsys.readouterr().out
+    assert main(["sample", str(wd), "--prompt", "ROMEO:", "--tokens", "5", "--top-k", "1"]) == 0
+    assert capsys.readouterr().out == greedy
+    assert main(["sample", str(wd), "--prompt", "ROMEO\u00e9"]) == 2
+    assert "outside the model's vocabulary" in capsys.readouterr().err
+    assert main(["eval", str(wd), "--no-progress"]) == 0
+    res = json.loads((wd / "eval.json").read_text())
+    assert 0 < res["test_loss"] < 6 and res["test_perplexity"] == pytest.approx(np.exp(res["test_loss"]))
