@@ -1,0 +1,79 @@
+"""PyTorch twin of `aigc_jax.models.autoregressive.GPT` for `benchmarks/gpt_vs_torch.py` (eager mode).
+
+Same layout: pre-LayerNorm blocks without biases, separate q/k/v projections, causal scaled-dot-product attention,
+exact GELU MLP (4x), learned positions, tied embeddings, GPT-2 init; AdamW with weight decay on rank >= 2 params,
+global-norm clipping. PyTorch is the optional `bench` extra, never a core dependency.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def make_twin(vocab, context, layers, heads, width, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, clip=1.0,
+              threads: int | None = None):
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1 = nn.LayerNorm(width, bias=False)
+            self.q = nn.Linear(width, width, bias=False)
+            self.k = nn.Linear(width, width, bias=False)
+            self.v = nn.Linear(width, width, bias=False)
+            self.o = nn.Linear(width, width, bias=False)
+            self.ln2 = nn.LayerNorm(width, bias=False)
+            self.fc = nn.Linear(width, 4 * width, bias=False)
+            self.proj = nn.Linear(4 * width, width, bias=False)
+
+        def forward(self, x):
+            b, t, d = x.shape
+            y = self.ln1(x)
+            q, k, v = (m(y).view(b, t, heads, d // heads).transpose(1, 2) for m in (self.q, self.k, self.v))
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
+            return x + self.proj(F.gelu(self.fc(self.ln2(x))))
+
+    class TwinGPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(vocab, width)
+            self.wpe = nn.Embedding(context, width)
+            self.blocks = nn.ModuleList([Block() for _ in range(layers)])
+            self.ln_f = nn.LayerNorm(width, bias=False)
+            for name, p in self.named_parameters():
+                if p.dim() >= 2:
+                    std = 0.02 / math.sqrt(2 * layers) if name.endswith(("o.weight", "proj.weight")) else 0.02
+                    nn.init.normal_(p, 0.0, std)
+
+        def forward(self, idx, targets):
+            t = idx.shape[1]
+            x = self.wte(idx) + self.wpe(torch.arange(t))
+            for blk in self.blocks:
+                x = blk(x)
+            logits = self.ln_f(x) @ self.wte.weight.T
+            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    model = TwinGPT()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay,
+                                                                                "weight_decay": 0.0}],
+                            lr=lr, betas=betas)
+
+    def step(tokens_np):
+        toks = torch.from_numpy(tokens_np).long()
+        loss = model(toks[:, :-1], toks[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss
+
+    n_params = sum(p.numel() for p in model.parameters())
+    return step, torch, n_params
