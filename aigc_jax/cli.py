@@ -183,7 +183,9 @@ def _cmd_eval(args) -> int:
 
     setup, state, step = restore_run(args.workdir, step=args.step)
     model = setup.model
-    available = ["loss"] + (["nll"] if hasattr(model, "log_prob") else [])
+    # "nll" is the importance-weighted estimate for latent-variable models; for exact-likelihood models (PixelCNN)
+    # the model's own "loss" metric is already the exact NLL.
+    available = ["loss"] + (["nll"] if hasattr(model, "log_prob") and hasattr(model, "encode") else [])
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] or available
     unknown = [m for m in wanted if m not in available]
     if unknown:
@@ -200,6 +202,10 @@ def _cmd_eval(args) -> int:
         nb = -(-args.num_samples // bs) if args.num_samples else 0
         result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=nb,
                                                            seed=cfg.train.seed).items()})
+    if "test_loss" in result and getattr(model, "sample_kind", "image") == "image":
+        import math
+
+        result["test_bits_per_dim"] = result["test_loss"] / (math.log(2) * math.prod(cfg.model.image_shape))
     if "test_loss" in result and getattr(model, "sample_kind", "image") == "text":
         import math
 
