@@ -22,6 +22,7 @@ from flax import nnx
 from aigc_jax.core.config import ModelConfig
 from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import register_model
+from aigc_jax.nn.linear import dense
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,15 +52,43 @@ def _shift_right(x):
     return jnp.pad(x, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
 
 
+class Conv(nnx.Module):
+    """A VALID convolution computed as one matrix product over gathered patches (im2col).
+
+    ``x [B, H + kh - 1, W + kw - 1, Cin] -> [B, H, W, Cout]``. On XLA:CPU this runs several times faster than
+    `lax.conv_general_dilated` for these small kernels (mostly in the backward pass), and the matmul goes through
+    `aigc_jax.nn.linear.dense`.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int], rngs: nnx.Rngs):
+        kh, kw = kernel
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (kh * kw * cin, cout), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+        self.kh, self.kw = kh, kw
+
+    def __call__(self, x):
+        b, hp, wp, _ = x.shape
+        h, w = hp - self.kh + 1, wp - self.kw + 1
+        if self.kh == self.kw == 1:
+            patches = x
+        else:
+            patches = jnp.concatenate(
+                [x[:, dy:dy + h, dx:dx + w, :] for dy in range(self.kh) for dx in range(self.kw)], axis=-1
+            )
+        out = dense(patches, self.kernel[...])
+        return out + self.bias[...].reshape(1, 1, 1, -1)
+
+
 class GatedLayer(nnx.Module):
     def __init__(self, cin: int, c: int, k: int, first: bool, num_classes: int, rngs: nnx.Rngs):
         self.kv, self.kh = k // 2 + 1, k // 2 + 1
         self.k = k
         self.first = first
-        self.v_conv = nnx.Conv(cin, 2 * c, (self.kv, k), padding="VALID", rngs=rngs)
-        self.h_conv = nnx.Conv(cin, 2 * c, (1, self.kh), padding="VALID", rngs=rngs)
-        self.v_to_h = nnx.Conv(2 * c, 2 * c, (1, 1), rngs=rngs)
-        self.h_out = nnx.Conv(c, c, (1, 1), rngs=rngs)
+        self.v_conv = Conv(cin, 2 * c, (self.kv, k), rngs)
+        self.h_conv = Conv(cin, 2 * c, (1, self.kh), rngs)
+        self.v_to_h = Conv(2 * c, 2 * c, (1, 1), rngs)
+        self.h_out = Conv(c, c, (1, 1), rngs)
         self.cond = nnx.Embed(num_classes, 4 * c, rngs=rngs) if num_classes else None
         self.c = c
 
@@ -90,8 +119,8 @@ class PixelCNNNetwork(nnx.Module):
             GatedLayer(cin if i == 0 else cfg.channels, cfg.channels, cfg.kernel, i == 0, cfg.num_classes, rngs)
             for i in range(cfg.layers)
         ])
-        self.head1 = nnx.Conv(cfg.channels, cfg.head_channels, (1, 1), rngs=rngs)
-        self.head2 = nnx.Conv(cfg.head_channels, cin, (1, 1), rngs=rngs)
+        self.head1 = Conv(cfg.channels, cfg.head_channels, (1, 1), rngs)
+        self.head2 = Conv(cfg.head_channels, cin, (1, 1), rngs)
 
     def __call__(self, x, label=None):
         v = h = x * 2.0 - 1.0
