@@ -26,6 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import emit  # noqa: E402
+
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.data import sources  # noqa: E402
 from aigc_jax.data.pipeline import train_iterator  # noqa: E402
@@ -119,10 +121,7 @@ def main() -> None:
               "matmul_peak_gflops": round(peak / 1e9, 1), "sizes": {}}
     for name, overrides in SIZES.items():
         result["sizes"][name] = bench(name, overrides, args.steps, args.rounds, peak)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ The two paths give the same tokens for the same key (checked here and in tests/t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 from aigc_jax.models.autoregressive import GPT, GPTConfig  # noqa: E402
 
@@ -58,10 +60,7 @@ def main() -> None:
             "speedup": round(t_full / t_cache, 2),
             "same_tokens": same,
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

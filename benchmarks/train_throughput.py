@@ -29,6 +29,9 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import emit  # noqa: E402
 
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.core.registry import list_experiments  # noqa: E402
@@ -185,10 +188,7 @@ def main() -> None:
     result["vae_mnist_side_by_side"] = side
     # Per-experiment numbers last: their live iterators and states must not weigh on the side-by-side.
     result["experiments"] = {n: bench_experiment(n, args.steps) for n in names}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

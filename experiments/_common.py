@@ -13,12 +13,13 @@ def epochs_to_steps(epochs: int, batch_size: int, examples: int = MNIST_TRAIN) -
     return epochs * (examples // batch_size)
 
 
-def tiny(config: ExperimentConfig, **model_changes) -> ExperimentConfig:
+def tiny(config: ExperimentConfig, batch_size: int = 16, eval_batch_size: int = 32,
+         **model_changes) -> ExperimentConfig:
     """A few-step, small-model version of an experiment for the CPU test suite."""
     return dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, **model_changes),
-        data=dataclasses.replace(config.data, batch_size=16, eval_batch_size=32),
+        data=dataclasses.replace(config.data, batch_size=batch_size, eval_batch_size=eval_batch_size),
         train=TrainConfig(steps=4, log_every=2, eval_every=0, sample_every=0, checkpoint_every=2,
                           keep_checkpoints=2, num_eval_batches=2, num_samples=8),
     )
@@ -53,10 +54,4 @@ def tiny_text(config: ExperimentConfig, **model_changes) -> ExperimentConfig:
     """A few-step, 2-layer version of a GPT experiment for the CPU test suite."""
     changes = dict(context=16, layers=2, heads=2, width=16, sample_tokens=8)
     changes.update(model_changes)
-    return dataclasses.replace(
-        config,
-        model=dataclasses.replace(config.model, **changes),
-        data=dataclasses.replace(config.data, batch_size=8, eval_batch_size=16),
-        train=TrainConfig(steps=4, log_every=2, eval_every=0, sample_every=0, checkpoint_every=2,
-                          keep_checkpoints=2, num_eval_batches=2, num_samples=2),
-    )
+    return tiny(config, batch_size=8, eval_batch_size=16, **changes)
