@@ -49,3 +49,15 @@ def test_json_round_trip_is_exact():
     cfg = get_config("cvae-mnist", ["model.hidden=10,20", "players.vae.optim.clip_norm=1.5"])
     again = config_from_dict(cfglib.to_dict(cfg))
     assert again == cfg
+
+
+def test_schedule_warmup_and_cosine_end_points():
+    from aigc_jax.core.config import OptimConfig
+    from aigc_jax.train.optim import make_schedule
+
+    sched = make_schedule(OptimConfig(lr=1e-3, warmup_steps=100, final_lr=1e-4), 2000)
+    assert float(sched(0)) == pytest.approx(1e-3 / 101, rel=1e-5)  # nanoGPT: lr * (it + 1) / (warmup + 1)
+    assert float(sched(50)) == pytest.approx(1e-3 * 51 / 101, rel=1e-5)
+    assert float(sched(100)) == pytest.approx(1e-3, rel=1e-5)
+    assert float(sched(1050)) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4), rel=1e-5)  # cosine midpoint
+    assert float(sched(2000)) == pytest.approx(1e-4, rel=1e-5)

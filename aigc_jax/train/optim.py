@@ -9,17 +9,22 @@ from aigc_jax.core.config import OptimConfig
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant or cosine decay to ``final_lr`` at the end."""
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant or cosine decay to ``final_lr`` at the end.
+
+    The warm-up gives update ``t`` (from 0) the rate ``lr * (t + 1) / (warmup_steps + 1)``, as nanoGPT does, so the
+    first update is not wasted on a zero learning rate.
+    """
+    start = cfg.lr / (cfg.warmup_steps + 1)
     if cfg.schedule == "constant":
         if cfg.warmup_steps:
             return optax.join_schedules(
-                [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
+                [optax.linear_schedule(start, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
                 [cfg.warmup_steps],
             )
         return optax.constant_schedule(cfg.lr)
     decay = max(total_steps, cfg.warmup_steps + 1)
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if cfg.warmup_steps else cfg.lr,
+        init_value=start if cfg.warmup_steps else cfg.lr,
         peak_value=cfg.lr,
         warmup_steps=cfg.warmup_steps,
         decay_steps=decay,
