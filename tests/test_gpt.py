@@ -142,7 +142,9 @@ def test_three_axis_mesh_matches_one_device(sharded_pair):
     _, _, g8, s8, m8 = sharded_pair["data=2,fsdp=2,tensor=2"]
     assert float(m8["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-6)
     assert tree_max_diff(jax.device_get(g8), jax.device_get(g1)) < 1e-6
-    assert tree_max_diff(jax.device_get(s8["params"]), jax.device_get(s1["params"])) < 1e-6
+    # Adam's first update is ~lr * g / |g|, which magnifies float-rounding differences of tiny gradients: compare
+    # the updated params to 1% of the learning rate (1e-3).
+    assert tree_max_diff(jax.device_get(s8["params"]), jax.device_get(s1["params"])) < 1e-5
     _, (before, _), _, _, _ = sharded_pair[""]
     assert tree_max_diff(jax.device_get(s1["params"]), before) > 1e-4  # the step moved them
 
