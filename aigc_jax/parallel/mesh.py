@@ -66,10 +66,6 @@ def make_mesh(spec: str = "", devices=None) -> Mesh:
     )
 
 
-def describe(mesh: Mesh) -> str:
-    return ",".join(f"{a}={mesh.shape[a]}" for a in AXES)
-
-
 def batch_shards(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 

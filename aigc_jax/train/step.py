@@ -15,7 +15,6 @@ a NaN never reaches the params or a checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +125,3 @@ def build_eval_step(model, transform) -> Callable[[dict, dict, jax.Array, jax.Ar
 
     return eval_fn
 
-
-def abstract_state(model, optimizers, key) -> Any:
-    return jax.eval_shape(lambda k: init_state(model, optimizers, k), key)
