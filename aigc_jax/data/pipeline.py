@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aigc_jax.core.config import DataConfig
+from aigc_jax.core.errors import UserError
 from aigc_jax.parallel.mesh import local_batch_slice
 
 # Length of the endless training stream (Grain needs a finite length; no run comes near it).
@@ -27,8 +28,6 @@ class EpochBatches:
     def __init__(self, source, batch_size: int, seed: int, rows: slice | None = None):
         n = len(source)
         if batch_size > n:
-            from aigc_jax.core.errors import UserError
-
             raise UserError(f"data.batch_size={batch_size} is larger than the training split ({n} examples)")
         self.source = source
         self.batch_size = batch_size
