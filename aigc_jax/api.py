@@ -14,6 +14,7 @@ from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.core import config as cfglib
 from aigc_jax.core import registry
 from aigc_jax.core.config import ExperimentConfig
+from aigc_jax.core.contract import sampling_params
 from aigc_jax.core.errors import UserError
 
 
@@ -87,10 +88,11 @@ def restore_run(workdir: str | Path, mesh=None, step: int | None = None):
 class LoadedModel:
     """A trained model as plain data and pure functions.
 
-    ``params`` is a plain pytree (nested dicts of arrays); ``sample_fn(params, key, num, **cond)`` returns images
-    ``[num, H, W, C]`` in [0, 1]. Family extras (e.g. ``encode``/``decode``/``log_prob`` for VAEs) are in
-    ``extras`` and also reachable as attributes. All are pure: ``jax.jit`` (``num`` static), ``jax.vmap`` over
-    keys and ``jax.grad`` apply to them directly.
+    ``params`` is a plain pytree (nested dicts of arrays), the params the sampler uses (for a GAN, the moving
+    average of its generator and that generator's normalisation statistics); ``sample_fn(params, key, num,
+    **cond)`` returns images ``[num, H, W, C]`` in [0, 1]. Family extras (e.g. ``encode``/``decode``/``log_prob``
+    for VAEs) are in ``extras`` and also reachable as attributes. All are pure: ``jax.jit`` (``num`` static),
+    ``jax.vmap`` over keys and ``jax.grad`` apply to them directly.
     """
 
     config: ExperimentConfig
@@ -110,7 +112,8 @@ def load(workdir: str | Path, step: int | None = None) -> LoadedModel:
     """Load a run directory's latest (or given) checkpoint for use in your own JAX code."""
     setup, state, at = restore_run(workdir, step=step)
     model = setup.model
-    params = jax.device_get(state["params"])
+    # The params the sampler takes: the trained ones, or a GAN's moving-average generator (see sampling_params).
+    params = jax.device_get(sampling_params(model, state["params"], state["model_state"]))
     extras = model.extras() if hasattr(model, "extras") else {}
     return LoadedModel(config=setup.config, params=params, step=at, sample_fn=model.sample, extras=extras)
 

@@ -49,13 +49,27 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, help="text models: keep the k most likely tokens (0: all)")
     s.add_argument("--top-p", type=float, help="text models: nucleus sampling mass (1: off)")
     s.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    s.add_argument("--input", metavar="PATH",
+                   help="image-to-image models: translate this .png/.jpg or .npz (array x) instead of test images")
+    s.add_argument("--split", choices=("test", "train"),
+                   help="image-to-image models: translate the first --num images of this split (default: test)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on the test split; writes WORKDIR/eval.json")
     e.add_argument("workdir")
     e.add_argument("--metrics", default="",
                    help="comma-separated subset of: loss (the model's own test metrics, e.g. -ELBO or token NLL), "
-                        "nll (importance-weighted, VAEs) (default: all the model has)")
-    e.add_argument("--num-samples", type=int, default=0, help="test examples to use (default: the whole split)")
+                        "nll (importance-weighted, VAEs), and for image models fid, kid, is, pr (precision/recall), "
+                        "label_accuracy (conditional models) on generated samples (default: loss,nll for "
+                        "likelihood models, the sample metrics for GANs)")
+    e.add_argument("--num-samples", type=int, default=0,
+                   help="loss/nll: test examples to use (default: the whole split); sample metrics: generated "
+                        "samples (default: 10000)")
+    e.add_argument("--extractor", default="",
+                   help="feature extractor for sample metrics: lenet-mnist or inception-v3 (default: lenet-mnist "
+                        "for 28x28 grayscale data, inception-v3 otherwise)")
+    e.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth for inception-v3 (or set AIGC_JAX_INCEPTION_WEIGHTS); "
+                        "nothing is downloaded")
     e.add_argument("--iwae-k", type=int, default=0, help="importance samples for nll (default: model.iwae_samples)")
     e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     e.add_argument("--no-progress", action="store_true")
@@ -101,6 +115,7 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from aigc_jax.api import restore_run
+    from aigc_jax.core.contract import sampling_params
     from aigc_jax.core.errors import UserError
     from aigc_jax.train.writers import save_grid
 
@@ -114,7 +129,12 @@ def _cmd_sample(args) -> int:
         raise UserError(f"--{text_flags[0].replace('_', '-')} is for text models; {setup.config.name} makes images")
     if args.out is None or not args.out.lower().endswith(".png"):
         raise UserError(f"--out {args.out}: expected a .png file name")
+    num_given = args.num is not None
     args.num = 64 if args.num is None else args.num
+    paired = hasattr(setup.model, "grid_images")  # an image-to-image model: it translates inputs
+    if not paired and (args.input is not None or args.split is not None):
+        raise UserError(f"--{'input' if args.input is not None else 'split'} is for image-to-image models; "
+                        f"{setup.config.name} samples from noise")
     ncls = getattr(setup.config.model, "num_classes", 0)
     cond = {}
     if args.label is not None:
@@ -125,8 +145,31 @@ def _cmd_sample(args) -> int:
         cond["label"] = args.label
     elif ncls:
         cond = setup.model.sample_conditions(args.num)
+    if paired:
+        from aigc_jax.train.loop import panel_images
+        from aigc_jax.train.writers import save_panels
+
+        if args.input is None:
+            panels = panel_images(setup, state, args.num, args.seed, split=args.split or "test")
+            out = save_panels(panels, args.out)
+            print(f"wrote input | output | target of {len(panels)} {args.split or 'test'} images from {args.workdir} "
+                  f"(step {step}) to {out}")
+            return 0
+        from aigc_jax.data.images import read_images
+
+        if args.split is not None or num_given:
+            raise UserError(f"--{'split' if args.split is not None else 'num'}: with --input the images are those "
+                            f"of {args.input}")
+        x = np.asarray(setup.model.input_from_images(read_images(args.input)))
+        params = sampling_params(setup.model, state["params"], state["model_state"])
+        fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, len(x), input=c))
+        y = np.asarray(fn(params, jax.random.key(args.seed), x))
+        out = save_panels(np.stack([np.broadcast_to(x, y.shape), y], axis=1), args.out)
+        print(f"wrote input | output of {len(x)} images from {args.input} ({args.workdir}, step {step}) to {out}")
+        return 0
     fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, args.num, **c))
-    images = np.asarray(fn(state["params"], jax.random.key(args.seed), cond))
+    params = sampling_params(setup.model, state["params"], state["model_state"])
+    images = np.asarray(fn(params, jax.random.key(args.seed), cond))
     out = save_grid(images, args.out)
     print(f"wrote {args.num} samples from {args.workdir} (step {step}) to {out}")
     return 0
@@ -179,6 +222,7 @@ def _cmd_eval(args) -> int:
     from aigc_jax.api import restore_run
     from aigc_jax.core.errors import UserError
     from aigc_jax.metrics import importance_weighted_nll
+    from aigc_jax.metrics.sample_quality import SAMPLE_METRICS, default_extractor, evaluate_samples
     from aigc_jax.train.loop import _write_json, evaluate
 
     setup, state, step = restore_run(args.workdir, step=args.step)
@@ -186,7 +230,13 @@ def _cmd_eval(args) -> int:
     # "nll" is the importance-weighted estimate for latent-variable models; for exact-likelihood models (PixelCNN)
     # the model's own "loss" metric is already the exact NLL.
     available = ["loss"] + (["nll"] if hasattr(model, "log_prob") and hasattr(model, "encode") else [])
-    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] or available
+    is_image = getattr(model, "sample_kind", "image") == "image"
+    conditional = bool(getattr(setup.config.model, "num_classes", 0))
+    sample_metrics = [m for m in SAMPLE_METRICS if m != "label_accuracy" or conditional] if is_image else []
+    available += sample_metrics
+    default = getattr(model, "default_metrics", None)
+    default = list(default) if default is not None else [m for m in available if m not in SAMPLE_METRICS]
+    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] or default
     unknown = [m for m in wanted if m not in available]
     if unknown:
         raise UserError(f"--metrics: {','.join(unknown)} not available for {setup.config.name}; "
@@ -219,6 +269,17 @@ def _cmd_eval(args) -> int:
         result.update(importance_weighted_nll(setup, state, k, max_examples=args.num_samples,
                                               batch_size=min(bs, 200), seed=cfg.train.seed,
                                               progress=not args.no_progress))
+    wanted_samples = tuple(m for m in wanted if m in SAMPLE_METRICS)
+    if wanted_samples:
+        name = args.extractor or default_extractor(getattr(cfg.model, "image_shape", ()))
+        if args.inception_weights and name != "inception-v3":
+            raise UserError(f"--inception-weights is for the inception-v3 extractor; this evaluation uses {name} "
+                            "(choose it with --extractor inception-v3)")
+        options = {"weights": args.inception_weights} if args.inception_weights else {}
+        result.update(evaluate_samples(setup, state, wanted_samples, extractor=name,
+                                       num_samples=args.num_samples or 10_000, extractor_options=options,
+                                       seed=cfg.train.seed, batch_size=min(bs, 500),
+                                       progress=not args.no_progress))
     out = Path(args.workdir) / "eval.json"
     _write_json(out, result)
     for k, v in result.items():

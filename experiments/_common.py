@@ -55,3 +55,23 @@ def tiny_text(config: ExperimentConfig, **model_changes) -> ExperimentConfig:
     changes = dict(context=16, layers=2, heads=2, width=16, sample_tokens=8)
     changes.update(model_changes)
     return tiny(config, batch_size=8, eval_batch_size=16, **changes)
+
+
+def gan_experiment(name: str, model, *, steps: int, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
+                   n_critic: int = 1, batch_size: int = 64, every: int = 1000, dataset: str = "mnist",
+                   num_samples: int = 100) -> ExperimentConfig:
+    """A two-player GAN experiment: discriminator (``n_critic`` updates per step, each on its own micro-batch)
+    then generator, both Adam with a constant learning rate; continuous pixel intensities (no binarization)."""
+    from aigc_jax.core.config import DataConfig, OptimConfig, PlayerConfig
+
+    optim = OptimConfig(name="adam", lr=lr, schedule="constant", b1=betas[0], b2=betas[1])
+    return ExperimentConfig(
+        name=name,
+        model_name="gan",
+        model=model,
+        data=DataConfig(name=dataset, batch_size=batch_size, eval_batch_size=500, binarize="none"),
+        players=(PlayerConfig(name="discriminator", optim=optim, updates_per_step=n_critic),
+                 PlayerConfig(name="generator", optim=optim)),
+        train=TrainConfig(steps=steps, log_every=100, eval_every=every, sample_every=every, checkpoint_every=every,
+                          keep_checkpoints=2, num_eval_batches=2, num_samples=num_samples),
+    )

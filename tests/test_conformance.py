@@ -6,6 +6,7 @@ import pytest
 
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.core import config as cfglib
+from aigc_jax.core.contract import sampling_params
 from aigc_jax.core.registry import build_model, get_config, list_experiments
 from aigc_jax.data import sources
 from aigc_jax.data.pipeline import train_iterator
@@ -17,6 +18,8 @@ EXPERIMENTS = list_experiments()
 # Every experiment's tiny variant, plus options that no default experiment uses.
 CASES = [(name, ()) for name in EXPERIMENTS] + [
     ("conv-vae-mnist", ("model.likelihood=continuous_bernoulli", "data.binarize=none")),
+    ("dcgan-mnist", ("model.loss=hinge", "model.spectral_norm=true", "model.d_norm=layer", "model.g_norm=none",
+                     "model.ema_decay=0")),
     ("vae-mnist", ("players.vae.optim.name=adamw", "players.vae.optim.weight_decay=0.1",
                    "players.vae.optim.warmup_steps=2", "players.vae.optim.clip_norm=1.0")),
 ]
@@ -47,7 +50,8 @@ def _two_steps(setup, batches, seed=0):
     losses = []
     for b in batches[:2]:
         state, m = setup.train_step(state, b)
-        losses.append(float(m["loss"]))
+        # One loss per player: "loss", or "generator/loss" and "discriminator/loss".
+        losses += [float(v) for k, v in m.items() if k.split("/")[-1] == "loss"]
     return state, losses
 
 
@@ -63,7 +67,7 @@ def test_init_under_eval_shape(run):
 def test_finite_loss_one_compile_and_determinism(run):
     cfg, setup, batches = run
     state_a, losses = _two_steps(setup, batches)
-    assert all(np.isfinite(losses))
+    assert losses and all(np.isfinite(losses))
     assert setup.train_step._cache_size() == 1, "the second step recompiled"
     assert int(state_a["step"]) == 2
     state_b, _ = _two_steps(setup, batches)
@@ -77,7 +81,8 @@ def test_sample_shape_and_range(run):
     state = setup.init_state(0)
     num = 6
     cond = setup.model.sample_conditions(num)
-    imgs = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))(state["params"], jax.random.key(3), cond)
+    params = sampling_params(setup.model, state["params"], state["model_state"])
+    imgs = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))(params, jax.random.key(3), cond)
     if getattr(setup.model, "sample_kind", "image") == "text":
         toks = np.asarray(imgs)
         assert toks.shape == (num, 1 + cfg.model.sample_tokens) and toks.dtype == np.int32

@@ -4,6 +4,10 @@
 ``state`` holds non-trainable model state (e.g. spectral-norm vectors, an EMA of weights); it is ``{}`` for most
 models. ``batch`` is a dict of arrays after the device transform (``image`` float32 NHWC in [0, 1], ``label``
 int32). The trainer builds its jitted step from these functions and never imports a model family.
+
+Optional hooks: ``after_update`` (see `aigc_jax.train.step`), ``sampling_params`` (below), and for image-to-image
+models ``grid_images(params, state, batch, key) -> [B, K, H, W, C]``, K panels per example (e.g. input | output |
+target), which the trainer's sample grids and ``aigc-jax sample --split`` use on test data instead of `sample`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,14 @@ class GenerativeModel(Protocol):
     def sample_conditions(self, num: int) -> dict[str, jax.Array]:
         """The conditioning used for a sample grid of ``num`` images (``{}`` when unconditional)."""
         ...
+
+
+def sampling_params(model, params: Params, state: Any) -> Params:
+    """The params that ``model.sample`` takes: by default the trained params; a model whose sampler uses other
+    weights (a GAN's moving average of its generator, with its normalisation statistics) defines
+    ``sampling_params(params, state)``."""
+    fn = getattr(model, "sampling_params", None)
+    return params if fn is None else fn(params, state)
 
 
 REQUIRED = ("init", "loss", "eval_metrics", "sample", "sample_conditions")

@@ -20,12 +20,13 @@ from tqdm.auto import tqdm
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.core import config as cfglib
 from aigc_jax.core.config import ExperimentConfig
+from aigc_jax.core.contract import sampling_params
 from aigc_jax.core.errors import NonFiniteLossError, UserError
 from aigc_jax.data import sources
 from aigc_jax.data.pipeline import eval_batches, train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import Setup, build_setup
-from aigc_jax.train.writers import RunWriter, save_grid
+from aigc_jax.train.writers import RunWriter, save_grid, save_panels
 
 # Config sections that define the state's structure: a workdir can only be resumed with the same ones.
 _STRUCTURAL = ("model_name", "model", "data", "players")
@@ -70,11 +71,28 @@ def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None =
     return {k: float(v) / count for k, v in jax.device_get(totals).items()}
 
 
-def sample_images(setup: Setup, params, num: int, seed: int) -> np.ndarray:
-    """``num`` samples from the model with its grid conditioning (e.g. labels 0..9 repeating)."""
+def sample_images(setup: Setup, state: dict, num: int, seed: int) -> np.ndarray:
+    """``num`` samples from the model with its grid conditioning (e.g. labels 0..9 repeating), drawn with the
+    model's sampling params (e.g. a GAN's moving-average generator)."""
     cond = setup.model.sample_conditions(num)
+    params = sampling_params(setup.model, state["params"], state["model_state"])
     fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))
     return np.asarray(jax.device_get(fn(params, jax.random.key(seed), cond)))
+
+
+def panel_images(setup: Setup, state: dict, num: int, seed: int, split: str = "test") -> np.ndarray:
+    """For an image-to-image model, one with ``grid_images(params, state, batch, key) -> [B, K, H, W, C]``: the K
+    panels (e.g. input | output | target) of each of the first ``num`` examples of a split, as ``[num, K, H, W, C]``
+    in [0, 1]. Its samples need inputs, so its grids are made from data rather than from `sample_conditions`."""
+    src = sources.for_experiment(setup.config, split)
+    batch = src.__getitems__(np.arange(min(num, len(src))))
+
+    def fn(params, model_state, b, key):
+        data_key, model_key = jax.random.split(key)
+        return setup.model.grid_images(params, model_state, setup.transform(b, data_key), model_key)
+
+    out = jax.jit(fn)(state["params"], state["model_state"], batch, jax.random.key(seed))
+    return np.asarray(jax.device_get(out))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -164,14 +182,18 @@ def train(
         if getattr(setup.model, "sample_kind", "image") == "text":
             if tokenizer is None:
                 return
-            toks = sample_images(setup, state["params"], min(cfg.train.num_samples, 4), cfg.train.seed + 1)
+            toks = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1)
             text = "\n\n---\n\n".join(tokenizer.decode(t) for t in toks)
             out = workdir / "samples" / f"step_{step}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.with_name(out.name + ".tmp").write_text(text)
             os.replace(out.with_name(out.name + ".tmp"), out)
             return
-        imgs = sample_images(setup, state["params"], cfg.train.num_samples, cfg.train.seed + 1)
+        if hasattr(setup.model, "grid_images"):  # image-to-image: input | output | target of test examples
+            panels = panel_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
+            save_panels(panels, workdir / "samples" / f"step_{step}.png")
+            return
+        imgs = sample_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
         save_grid(imgs, workdir / "samples" / f"step_{step}.png")
 
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),

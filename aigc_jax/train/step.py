@@ -9,7 +9,8 @@ A train step runs the update schedule: for each player in order, ``updates_per_s
 player's params (a `lax.scan` when more than one), each on its own micro-batch of the step's batch and its own key
 ``fold_in(fold_in(fold_in(rng, step), player_index), update_index)``. An update whose loss or gradient is not finite
 is not applied, and the first step where that happened is recorded in ``nonfinite_step`` for the host to report, so
-a NaN never reaches the params or a checkpoint.
+a NaN never reaches the params or a checkpoint. A model may define ``after_update(player, params, state) -> state``,
+called with the updated params after every applied update (an exponential moving average of weights lives there).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def build_train_step(
     """
     max_updates = max(n for _, n in schedule)
     single = len(schedule) == 1
+    after_update = getattr(model, "after_update", None)
 
     def step_fn(state: dict, batch: dict) -> tuple[dict, dict]:
         step = state["step"]
@@ -76,7 +78,10 @@ def build_train_step(
                 def apply(operands):
                     p, o, _, new_ms = operands
                     updates, o = opt.update(grads, o, p)
-                    return optax.apply_updates(p, updates), o, new_ms
+                    p = optax.apply_updates(p, updates)
+                    if after_update is not None:  # e.g. a GAN's EMA of generator weights, from the updated params
+                        new_ms = after_update(player, {**params, player: p}, new_ms)
+                    return p, o, new_ms
 
                 def skip(operands):
                     p, o, old_ms, _ = operands

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from aigc_jax.nn.layers import depth_to_space
+
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "softplus": jax.nn.softplus}
 
 
@@ -73,13 +75,6 @@ class ConvEncoder(nnx.Module):
             h = self.act(conv(h))
         mean, logvar = jnp.split(self.head(h.reshape(h.shape[0], -1)), 2, axis=-1)
         return mean, logvar
-
-
-def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
-    """``[B, H, W, r*r*C] -> [B, r*H, r*W, C]`` (sub-pixel upsampling, Shi et al. 2016)."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h, w, r, r, c // (r * r))
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c // (r * r))
 
 
 class ConvDecoder(nnx.Module):

@@ -1,0 +1,135 @@
+"""Sample-quality evaluation of a trained image model: FID, KID, Inception Score, precision/recall and (for
+class-conditional models) the accuracy of the asked-for labels, all through one named feature extractor.
+
+Real-data features are computed once per (extractor id, dataset, split, count) and cached as ``.npz`` in
+``$AIGC_JAX_CACHE`` (default ``~/.cache/aigc_jax``); the file records the same four fields and is recomputed when any
+differs. Every result records them too: two numbers are comparable only when all of them match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from aigc_jax.core.contract import sampling_params
+from aigc_jax.core.errors import UserError
+from aigc_jax.metrics import distribution
+from aigc_jax.metrics.features import FeatureExtractor, get_extractor
+
+SAMPLE_METRICS = ("fid", "kid", "is", "pr", "label_accuracy")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AIGC_JAX_CACHE", "~/.cache/aigc_jax")).expanduser()
+
+
+def default_extractor(image_shape) -> str:
+    """``lenet-mnist`` for 28x28 grayscale data, ``inception-v3`` otherwise."""
+    return "lenet-mnist" if tuple(image_shape) == (28, 28, 1) else "inception-v3"
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text)[:80] + "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def reference_features(extractor: FeatureExtractor, source, dataset: str, split: str, count: int = 0,
+                       batch_size: int = 500, cache: bool = True, progress: bool = True) -> dict:
+    """Features and logits of the first ``count`` images (0: all) of a dataset split, from the cache if present."""
+    n = len(source) if count <= 0 else min(count, len(source))
+    meta = {"extractor": extractor.id, "dataset": dataset, "split": split, "count": n}
+    path = cache_dir() / f"ref_{_slug('|'.join(str(v) for v in meta.values()))}.npz"
+    if cache and path.is_file():
+        with np.load(path) as z:
+            if all(str(z[k]) == str(v) for k, v in meta.items()):
+                return {"features": z["features"], "logits": z["logits"], **meta, "cache": str(path)}
+    feats, logits = [], []
+    for start in tqdm(range(0, n, batch_size), desc=f"real {split} features", unit="batch", disable=not progress):
+        idx = np.arange(start, min(start + batch_size, n))
+        images = source.__getitems__(idx)["image"].astype(np.float32) / 255.0
+        out = extractor(images, batch_size=batch_size)
+        feats.append(out["features"])
+        logits.append(out["logits"])
+    result = {"features": np.concatenate(feats), "logits": np.concatenate(logits), **meta}
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, features=result["features"], logits=result["logits"], **{k: np.asarray(v) for k, v in
+                                                                              meta.items()})
+        os.replace(tmp, path)
+        result["cache"] = str(path)
+    return result
+
+
+def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress: bool = True):
+    """``num`` images from the model's sampler in batches (one compile), with labels ``i % K`` for conditional
+    models; returns ``(images [num, H, W, C] float32 in [0, 1], labels [num] or None)``."""
+    model = setup.model
+    params = sampling_params(model, state["params"], state["model_state"])
+    ncls = getattr(setup.config.model, "num_classes", 0)
+    fn = jax.jit(lambda p, k, c: model.sample(p, k, batch_size, **c))
+    key = jax.random.key(seed)
+    images, labels = [], []
+    for i, start in enumerate(tqdm(range(0, num, batch_size), desc="samples", unit="batch", disable=not progress)):
+        cond = {}
+        if ncls:
+            lab = (np.arange(start, start + batch_size) % ncls).astype(np.int32)
+            cond = {"label": lab}
+            labels.append(lab)
+        images.append(np.asarray(fn(params, jax.random.fold_in(key, i), cond), np.float32))
+    imgs = np.concatenate(images)[:num]
+    return imgs, (np.concatenate(labels)[:num] if ncls else None)
+
+
+def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str = "", num_samples: int = 10_000,
+                     extractor_options: dict | None = None, seed: int = 0, batch_size: int = 500,
+                     progress: bool = True) -> dict:
+    """The requested sample metrics of a trained image model against its dataset's test split."""
+    from aigc_jax.data import sources
+
+    unknown = [m for m in metrics if m not in SAMPLE_METRICS]
+    if unknown:
+        raise UserError(f"unknown sample metrics {unknown}: expected a subset of {', '.join(SAMPLE_METRICS)}")
+    if num_samples < 2:
+        raise UserError(f"--num-samples {num_samples}: sample metrics need at least 2 samples")
+    cfg = setup.config
+    image_shape = tuple(getattr(cfg.model, "image_shape", ()))
+    name = extractor or default_extractor(image_shape)
+    ext = get_extractor(name, **(extractor_options or {}))
+    if "label_accuracy" in metrics and not getattr(cfg.model, "num_classes", 0):
+        raise UserError(f"label_accuracy: {cfg.name} is not a class-conditional model")
+    dataset = cfg.data.name + (f":{cfg.data.path}" if cfg.data.path else "")
+    ref = reference_features(ext, sources.for_experiment(cfg, "test"), dataset, "test", batch_size=batch_size,
+                             progress=progress)
+    images, labels = generate(setup, state, num_samples, seed, batch_size, progress)
+    out = ext(images, batch_size=batch_size)
+    fake_f, fake_p = out["features"], _softmax(out["logits"])
+    result: dict = {"extractor": ext.id, "reference": {"dataset": dataset, "split": "test", "count": ref["count"]},
+                    "num_samples": num_samples, "sample_seed": seed}
+    if "fid" in metrics:
+        result["fid"] = distribution.fid(ref["features"], fake_f)
+    if "kid" in metrics:
+        result["kid_mean"], result["kid_std"] = distribution.kid(ref["features"], fake_f, seed=seed)
+    if "is" in metrics:
+        result["is_mean"], result["is_std"] = distribution.inception_score(fake_p)
+        result["real_is_mean"], result["real_is_std"] = distribution.inception_score(_softmax(ref["logits"]))
+    if "pr" in metrics:
+        # k-NN radii over all pairs: O(N^2) memory, so at most 10k per side.
+        m = min(10_000, len(ref["features"]), len(fake_f))
+        result["precision"], result["recall"] = distribution.precision_recall(ref["features"][:m], fake_f[:m])
+        result["pr_count"] = m
+    if "label_accuracy" in metrics:
+        result["label_accuracy"] = float(np.mean(np.argmax(out["logits"], axis=1) == labels))
+    return result

@@ -1,0 +1,106 @@
+"""Generator and discriminator networks of the GAN family (Flax NNX), DCGAN-style (Radford et al. 2015).
+
+Generator: ``z [B, Z]`` (concatenated with a one-hot label for conditional models) -> linear to a
+``[H / 2^S, W / 2^S, g_channels[0]]`` map -> S stages, each a 3x3 convolution to 4x the next stage's channels and a
+depth-to-space (sub-pixel upsampling, Shi et al. 2016; the same function class as a stride-2 transposed convolution
+and several times faster under XLA:CPU) -> tanh images in [-1, 1]. Batch norm and ReLU between stages.
+
+Discriminator: S' stages of 4x4 stride-2 convolutions with LeakyReLU(0.2) (no normalisation on the first, as in
+DCGAN), then a linear output on the flattened features ``phi(x)``. With classes, the projection discriminator
+(Miyato & Koyama 2018) adds ``<embed(y), phi(x)>`` to the output.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from aigc_jax.nn.layers import depth_to_space
+
+
+class BatchStatNorm(nnx.Module):
+    """Batch normalisation that always uses the statistics of the batch it sees (a discriminator is only ever run
+    in training), with a learned scale and shift per channel and no running averages."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x):
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axes, keepdims=True)
+        var = jnp.var(x, axes, keepdims=True)
+        shape = (1,) * (x.ndim - 1) + (-1,)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...].reshape(shape) + self.bias[...].reshape(
+            shape)
+
+
+def _norm(kind: str, channels: int, rngs: nnx.Rngs, *, running: bool):
+    if kind == "none":
+        return None
+    if kind == "batch":
+        # Generators keep running statistics for sampling; torch's default momentum (0.1) and eps.
+        return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, rngs=rngs) if running else BatchStatNorm(channels)
+    if kind == "layer":
+        return nnx.LayerNorm(channels, reduction_axes=(-3, -2, -1), feature_axes=-1, rngs=rngs)
+    raise ValueError(f"unknown normalisation {kind!r}")
+
+
+class Generator(nnx.Module):
+    def __init__(self, image_shape, latent_dim: int, channels: tuple[int, ...], norm: str, num_classes: int, *,
+                 rngs: nnx.Rngs):
+        h, w, c = image_shape
+        s = 2 ** len(channels)
+        self.base = (h // s, w // s, channels[0])
+        self.num_classes = num_classes
+        self.inp = nnx.Linear(latent_dim + num_classes, self.base[0] * self.base[1] * channels[0], rngs=rngs)
+        self.inp_norm = _norm(norm, channels[0], rngs, running=True)
+        outs = [*channels[1:], c]
+        self.convs = nnx.List([nnx.Conv(a, 4 * b, (3, 3), padding="SAME", rngs=rngs)
+                               for a, b in zip(channels, outs, strict=True)])
+        self.norms = nnx.List([_norm(norm, b, rngs, running=True) for b in outs[:-1]])
+
+    def __call__(self, z, label=None, *, train: bool):
+        h = z
+        if self.num_classes:
+            h = jnp.concatenate([z, jax.nn.one_hot(label, self.num_classes, dtype=z.dtype)], axis=-1)
+        h = self.inp(h).reshape(z.shape[0], *self.base)
+        if self.inp_norm is not None:
+            h = self.inp_norm(h, use_running_average=not train)
+        h = jax.nn.relu(h)
+        for i, conv in enumerate(self.convs):
+            h = depth_to_space(conv(h))  # [B, 2H, 2W, C_next]
+            if i < len(self.norms):
+                if self.norms[i] is not None:
+                    h = self.norms[i](h, use_running_average=not train)
+                h = jax.nn.relu(h)
+        return jnp.tanh(h)
+
+
+class Discriminator(nnx.Module):
+    def __init__(self, image_shape, channels: tuple[int, ...], norm: str, num_classes: int, *, rngs: nnx.Rngs):
+        h, w, c = image_shape
+        chans = [c, *channels]
+        self.convs = nnx.List([nnx.Conv(a, b, (4, 4), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
+                               for a, b in zip(chans[:-1], chans[1:], strict=True)])
+        self.norms = nnx.List([None] + [_norm(norm, b, rngs, running=False) for b in channels[1:]])
+        for _ in channels:
+            h, w = h // 2, w // 2
+        features = h * w * channels[-1]
+        self.out = nnx.Linear(features, 1, rngs=rngs)
+        self.embed = nnx.Embed(num_classes, features, rngs=rngs) if num_classes else None
+
+    def __call__(self, x, label=None):
+        h = x
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = conv(h)
+            if norm is not None:
+                h = norm(h)
+            h = jax.nn.leaky_relu(h, 0.2)
+        phi = h.reshape(h.shape[0], -1)  # [B, F]
+        out = self.out(phi)[:, 0]
+        if self.embed is not None:
+            out = out + jnp.sum(self.embed(label) * phi, axis=-1)  # projection term <embed(y), phi(x)>
+        return out
