@@ -252,7 +252,7 @@ def _cmd_eval(args) -> int:
         nb = -(-args.num_samples // bs) if args.num_samples else 0
         result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=nb,
                                                            seed=cfg.train.seed).items()})
-    if "test_loss" in result and getattr(model, "sample_kind", "image") == "image":
+    if "test_loss" in result and getattr(model, "sample_kind", "image") == "image" and hasattr(model, "log_prob"):
         import math
 
         result["test_bits_per_dim"] = result["test_loss"] / (math.log(2) * math.prod(cfg.model.image_shape))

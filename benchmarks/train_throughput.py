@@ -1,6 +1,7 @@
 """Training throughput of every registered experiment, and the trainer against a bare jit loop and PyTorch.
 
-    python benchmarks/train_throughput.py [--steps 300] [--experiments vae-mnist,...] [--out FILE.json]
+    python benchmarks/train_throughput.py [--steps 300] [--experiments vae-mnist,...] [--only vae,dcgan,experiments]
+                                          [--out FILE.json]
 
 Prints one JSON object:
 - ``experiments``: per experiment (default config, default devices), compile time of the train step, steps/s and
@@ -10,6 +11,14 @@ Prints one JSON object:
   PyTorch twin in `benchmarks/torch_vae.py` (skipped with a note when torch is not installed:
   `pip install -e '.[bench]'`). Ratios are trainer/bare and jax/torch. The trainer's run also reports its test
   -ELBO as a quality check (band: it must fall from ~540 nats at init to below 130 within the timed steps).
+- ``dcgan_mnist_side_by_side`` (batch 64, Adam 2e-4 (0.5, 0.999), non-saturating loss, EMA generator): the full
+  trainer on `dcgan-mnist` (as above), a bare hand-written `jax.jit` step (D update, G update, EMA; no NaN guard)
+  and the PyTorch eager twin in `benchmarks/torch_dcgan.py` (same layer shapes; parameter counts asserted equal).
+  The three alternate within each round (medians over rounds); ratios trainer/bare and jax/torch. Also the jitted
+  train step of `wgan-gp-mnist` (5 critic updates with gradient penalty + 1 generator update per step), JAX only.
+  The 1-minute load average before and after is recorded: on a shared machine it explains outliers.
+
+``--only`` picks parts (default all): ``vae`` and ``dcgan`` (the side-by-sides), ``experiments`` (every experiment).
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ def _timed(fn, n, warmup=20):
     return n / (time.perf_counter() - t)
 
 
-def bench_experiment(name: str, steps: int) -> dict:
+def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
     cfg = get_config(name)
     setup = build_setup(cfg)
     src = sources.get_source(cfg.data.name, "train", cfg.data.path)
@@ -69,24 +78,31 @@ def bench_experiment(name: str, steps: int) -> dict:
         jax.block_until_ready(s)
         holder["state"] = s
 
-    sps = _timed(run, steps)
+    sps = _timed(run, steps, warmup)
     return {"compile_s": round(compile_s, 3), "steps_per_sec": round(sps, 2),
             "examples_per_sec": round(sps * setup.examples_per_step, 1), "batch": setup.examples_per_step,
             "devices": jax.device_count()}
 
 
-def bench_trainer(steps: int, workdir: Path) -> dict:
-    """The whole `train()` loop: Grain input, metrics.jsonl + TensorBoard every 50 steps, async checkpoints."""
-    cfg = get_config("vae-mnist", [f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
-                                   "train.sample_every=0", f"train.checkpoint_every={max(steps // 3, 1)}",
-                                   "train.num_eval_batches=4"])
-    # Keep the cosine schedule of the full run so all three loops do the same arithmetic.
+def _run_trainer(name: str, steps: int, workdir: Path) -> tuple[dict, float, float]:
+    """The whole `train()` loop: Grain input, metrics.jsonl + TensorBoard every 50 steps, async checkpoints.
+    Returns the summary, the median steps/s of the logging windows after the first (which holds the compile)
+    and the wall time."""
+    cfg = get_config(name, [f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
+                            "train.sample_every=0", f"train.checkpoint_every={max(steps // 3, 1)}",
+                            "train.num_eval_batches=4"])
+    # Keep the learning-rate schedule of the full run so all three loops do the same arithmetic.
     t = time.perf_counter()
     summary = train(cfg, workdir, progress=False)
     wall = time.perf_counter() - t
     rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     rates = [r["steps_per_sec"] for r in rows if r["kind"] == "train"][1:]  # the first window holds the compile
-    return {"steps_per_sec": round(float(np.median(rates)), 2), "wall_s": round(wall, 2),
+    return summary, float(np.median(rates)), wall
+
+
+def bench_trainer(steps: int, workdir: Path) -> dict:
+    summary, sps, wall = _run_trainer("vae-mnist", steps, workdir)
+    return {"steps_per_sec": round(sps, 2), "wall_s": round(wall, 2),
             "test_neg_elbo": round(summary["eval"]["neg_elbo"], 2)}
 
 
@@ -157,16 +173,141 @@ def bench_torch(steps: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--trainer-steps", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--experiments", default="")
-    ap.add_argument("--out", default="")
-    args = ap.parse_args()
-    names = [n for n in args.experiments.split(",") if n] or list_experiments()
-    result = {"jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count()}
+# -- DCGAN -------------------------------------------------------------------------------------------------------
+GAN_BATCH = 64
+
+
+def _mnist_batches(batch: int):
+    """``next_batch() -> uint8 [batch, 28, 28, 1]``: MNIST train in one fixed random order, cycling."""
+    images = sources.load_mnist("train").images
+    perm = np.random.default_rng(0).permutation(len(images))
+    nb = len(images) // batch
+    holder = {"i": 0}
+
+    def next_batch():
+        j = holder["i"] % nb
+        holder["i"] += 1
+        return images[perm[j * batch:(j + 1) * batch]]
+
+    return next_batch
+
+
+def bench_gan_trainer(steps: int, workdir: Path) -> dict:
+    summary, sps, wall = _run_trainer("dcgan-mnist", steps, workdir)
+    tr, ev = summary["train"], summary["eval"]
+    # Quality check: both players still train (finite losses, D neither collapsed nor dominating completely).
+    return {"steps_per_sec": round(sps, 2), "wall_s": round(wall, 2),
+            "last_window": {k: round(tr[k], 3) for k in ("discriminator/loss", "generator/loss") if k in tr},
+            "test_d_real": round(ev["d_real"], 3), "test_d_fake": round(ev["d_fake"], 3)}
+
+
+def make_bare_gan():
+    """A hand-written loop for `dcgan-mnist`: numpy permutation batches; one jax.jit step doing the discriminator
+    update, the generator update (which also measures the EMA generator's running statistics) and the EMA of the
+    generator's weights, with the model's own losses and the experiment's Adam; donated params/optimizer/model
+    state, keys derived inside the jit, no NaN guard. Returns ``(run(steps) -> steps/s, param counts)``."""
+    cfg = get_config("dcgan-mnist")
+    model = build_setup(cfg).model
+    opts = {p.name: make_optimizer(p.optim, cfg.train.steps) for p in cfg.players}
+    params, mstate = model.init(jax.random.key(0))
+    counts = {k: sum(int(x.size) for x in jax.tree.leaves(v)) for k, v in params.items()}
+    opt_states = {k: opts[k].init(params[k]) for k in params}
+    base_key = jax.random.key(0)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def step(params, opt_states, mstate, x, i):
+        batch = {"image": x.astype(jnp.float32) / 255.0}
+        keys = jax.random.split(jax.random.fold_in(base_key, i))
+        losses = []
+        for player, key in zip(("discriminator", "generator"), keys, strict=True):
+            def f(p, player=player, key=key, params=params, mstate=mstate):
+                return model.loss(player, {**params, player: p}, mstate, batch, key)
+
+            (loss, (_, mstate)), g = jax.value_and_grad(f, has_aux=True)(params[player])
+            u, o = opts[player].update(g, opt_states[player], params[player])
+            params = {**params, player: optax.apply_updates(params[player], u)}
+            opt_states = {**opt_states, player: o}
+            mstate = model.after_update(player, params, mstate)
+            losses.append(loss)
+        return params, opt_states, mstate, jnp.stack(losses)
+
+    next_batch = _mnist_batches(GAN_BATCH)
+    holder = {"p": params, "o": opt_states, "m": mstate, "i": 0}
+
+    def run(n):
+        p, o, m = holder["p"], holder["o"], holder["m"]
+        for _ in range(n):
+            p, o, m, _ = step(p, o, m, next_batch(), np.int32(holder["i"]))
+            holder["i"] += 1
+        jax.block_until_ready(p)
+        holder["p"], holder["o"], holder["m"] = p, o, m
+
+    run(20)  # compile
+    return (lambda steps: _timed(run, steps, warmup=0)), counts
+
+
+def make_torch_gan():
+    """The PyTorch twin on the same batches (torch threads as in the VAE comparison); ``None`` without torch.
+    Returns ``(run(steps) -> steps/s, info)``."""
+    try:
+        from torch_dcgan import make_twin as make_gan_twin
+
+        step, torch, counts = make_gan_twin(threads=os.cpu_count())
+    except ImportError:
+        return None
+    next_batch = _mnist_batches(GAN_BATCH)
+
+    def run(n):
+        loss = None
+        for _ in range(n):
+            loss = step(next_batch())
+        if loss is not None:
+            float(loss.detach())  # wait for the last step
+
+    run(20)  # warm-up (oneDNN primitive caches, allocator)
+    # OpenMP's spin-waiting (the default) collapses when other processes share the cores; recorded so that a run
+    # with OMP_WAIT_POLICY=PASSIVE is recognisable.
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "params": counts,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+    return (lambda steps: _timed(run, steps, warmup=0)), info
+
+
+def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int, rounds: int) -> dict:
+    load_before = os.getloadavg()[0]
+    bare_run, jax_counts = make_bare_gan()
+    twin = make_torch_gan()
+    if twin is not None:
+        assert twin[1]["params"] == jax_counts, (twin[1]["params"], jax_counts)
+    # Alternate trainer, bare loop and torch in every round so that machine noise hits all three alike; medians.
+    trainer_runs, bare_runs, torch_runs = [], [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer_runs.append(bench_gan_trainer(trainer_steps, Path(tmp) / "run"))
+        bare_runs.append(round(bare_run(bare_steps), 2))
+        if twin is not None:
+            torch_runs.append(round(twin[0](torch_steps), 2))
+    trainer = dict(trainer_runs[-1])
+    trainer["steps_per_sec"] = float(np.median([t["steps_per_sec"] for t in trainer_runs]))
+    trainer["steps_per_sec_rounds"] = [t["steps_per_sec"] for t in trainer_runs]
+    bare = float(np.median(bare_runs))
+    side = {"batch": GAN_BATCH, "params": jax_counts,
+            "model": "DCGAN 28x28: G linear-BN-ReLU + 2x (3x3 conv, pixel shuffle), D 2x (4x4/2 conv) + linear; "
+                     "Adam 2e-4 (0.5, 0.999), non-saturating loss, D on real and fake separately, EMA of G",
+            "step": "1 D update + 1 G update + EMA (with the EMA generator's BN statistics)",
+            "trainer": trainer, "bare_jit_steps_per_sec": round(bare, 2), "bare_jit_rounds": bare_runs,
+            "trainer_over_bare": round(trainer["steps_per_sec"] / bare, 3)}
+    if twin is None:
+        side["torch"] = {"skipped": "torch not installed (pip install -e '.[bench]')"}
+    else:
+        t = float(np.median(torch_runs))
+        side["torch"] = {"steps_per_sec": round(t, 2), "rounds": torch_runs, **twin[1]}
+        side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / t, 3)
+        side["jax_bare_over_torch"] = round(bare / t, 3)
+    side["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    return side
+
+
+def bench_vae_side_by_side(args) -> dict:
     # The trainer and the bare loop alternate, three rounds, so that machine noise hits both alike; medians.
     bare_run = make_bare()
     trainer_runs, bare_runs = [], []
@@ -185,11 +326,40 @@ def main() -> None:
     if "steps_per_sec" in torch_res:
         side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / torch_res["steps_per_sec"], 3)
         side["jax_bare_over_torch"] = round(bare / torch_res["steps_per_sec"], 3)
-    result["vae_mnist_side_by_side"] = side
-    # Per-experiment numbers last: their live iterators and states must not weigh on the side-by-side.
-    result["experiments"] = {n: bench_experiment(n, args.steps) for n in names}
-    emit(result, args.out)
+    return side
 
+
+PARTS = ("vae", "dcgan", "experiments")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--trainer-steps", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--experiments", default="")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts among {PARTS}")
+    ap.add_argument("--gan-trainer-steps", type=int, default=500, help="train() steps per round (dcgan)")
+    ap.add_argument("--gan-steps", type=int, default=200, help="timed steps per round of the bare jit and torch")
+    ap.add_argument("--wgan-steps", type=int, default=10, help="timed steps of the wgan-gp-mnist jitted step")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    parts = [p for p in args.only.split(",") if p]
+    if unknown := set(parts) - set(PARTS):
+        ap.error(f"--only: unknown part(s) {sorted(unknown)}; expected among {PARTS}")
+    names = [n for n in args.experiments.split(",") if n] or list_experiments()
+    result = {"jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count()}
+    if "vae" in parts:
+        result["vae_mnist_side_by_side"] = bench_vae_side_by_side(args)
+    if "dcgan" in parts:
+        result["dcgan_mnist_side_by_side"] = bench_gan_side_by_side(args.gan_trainer_steps, args.gan_steps,
+                                                                    args.gan_steps, args.rounds)
+        # Few steps: its 5 critic updates run in a lax.scan, far slower than unrolled under XLA:CPU.
+        result["wgan_gp_mnist_jit_step"] = bench_experiment("wgan-gp-mnist", args.wgan_steps, warmup=2)
+    if "experiments" in parts:
+        # Per-experiment numbers last: their live iterators and states must not weigh on the side-by-sides.
+        result["experiments"] = {n: bench_experiment(n, args.steps) for n in names}
+    emit(result, args.out)
 
 if __name__ == "__main__":
     main()

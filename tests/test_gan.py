@@ -124,7 +124,7 @@ def test_conditional_samples_follow_the_label_and_config_errors():
     assert not np.array_equal(a, c)
     with pytest.raises(ValueError, match="sampling_params"):
         model.sample(params, jax.random.key(1), 4, label=3)
-    with pytest.raises(UserError, match="critic without batch norm"):
+    with pytest.raises(UserError, match="critic without batch statistics"):
         cfglib.validate(cfglib.apply_overrides(get_config("wgan-gp-mnist", "tiny"), ("model.d_norm=batch",)))
     with pytest.raises(UserError, match="divisible"):
         cfglib.validate(cfglib.apply_overrides(get_config("dcgan-mnist", "tiny"), ("model.g_channels=8,4,2",)))

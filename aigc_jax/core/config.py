@@ -50,7 +50,7 @@ class PlayerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist"  # mnist | tfds:NAME | path/to/file.npz | shakespeare | path/to/file.txt | synthetic
+    name: str = "mnist"  # mnist | cifar10-subset | tfds:NAME | path/to/file.npz | shakespeare | file.txt | synthetic
     path: str = ""  # for mnist: a folder of IDX files (default: the embedded copy); for tfds: the data_dir
     batch_size: int = 128  # global batch, sharded over the mesh's data axes
     eval_batch_size: int = 500

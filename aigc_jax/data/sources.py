@@ -1,4 +1,5 @@
-"""Datasets by name: ``mnist`` (embedded or a folder of IDX files), ``tfds:NAME`` and a user's ``.npz``.
+"""Datasets by name: ``mnist`` (embedded or a folder of IDX files), ``cifar10-subset`` (embedded: the first 4,000
+train and 1,000 test images of CIFAR-10, Krizhevsky 2009), ``tfds:NAME`` and a user's ``.npz``.
 
 Every source gives a split as a random-access record source of ``{"image": uint8 [H, W, C], "label": int32}``.
 In-memory arrays (MNIST, npz) are wrapped in `ArraySource`, whose ``__getitems__`` gathers a whole batch with one
@@ -94,6 +95,19 @@ def load_mnist(split: str, folder: str = "") -> ArraySource:
     return ArraySource(images[..., None].astype(np.uint8), labels.astype(np.int32))
 
 
+CIFAR10_SUBSET = "cifar10_subset/cifar10_subset.npz"
+
+
+def load_cifar10_subset(split: str, path: str = "") -> ArraySource:
+    """The CIFAR-10 subset: uint8 ``[4000 | 1000, 32, 32, 3]`` with labels 0-9, from the embedded, checksum-verified
+    copy or from a user's copy of the same ``.npz`` (``data.path``)."""
+    file = Path(path).expanduser() if path else embedded.verified(CIFAR10_SUBSET)
+    src = load_npz(str(file), split)
+    if src.image_shape != (32, 32, 3):
+        raise UserError(f"{file}: cifar10-subset images must be [N, 32, 32, 3], got {src.images.shape}")
+    return src
+
+
 def _as_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
@@ -176,6 +190,8 @@ def get_source(name: str, split: str, path: str = ""):
         raise UserError(f"unknown split {split!r}: expected train or test")
     if name == "mnist":
         return load_mnist(split, path)
+    if name == "cifar10-subset":
+        return load_cifar10_subset(split, path)
     if name.startswith("tfds:"):
         ds = name[len("tfds:") :]
         if not ds:
@@ -184,8 +200,8 @@ def get_source(name: str, split: str, path: str = ""):
     if name.endswith(".npz"):
         return load_npz(name, split)
     raise UserError(
-        f"unknown dataset {name!r}: expected mnist, tfds:NAME, a path to an .npz file, shakespeare, a path to a "
-        ".txt file, or synthetic"
+        f"unknown dataset {name!r}: expected mnist, cifar10-subset, tfds:NAME, a path to an .npz file, shakespeare, "
+        "a path to a .txt file, or synthetic"
     )
 
 

@@ -100,7 +100,9 @@ def build_train_step(
             if n == 1:
                 carry, m = update(carry, 0)
             else:
-                carry, m = jax.lax.scan(update, carry, jnp.arange(n))
+                # Unrolled: XLA:CPU runs convolutions inside a rolled loop body 10-20x slower (a WGAN-GP step
+                # with 5 critic updates: 9.8 s rolled, about 1 s unrolled).
+                carry, m = jax.lax.scan(update, carry, jnp.arange(n), unroll=True)
                 m = jax.tree.map(jnp.mean, m)
             params, opt_state, mstate, bad = carry
             prefix = "" if single else f"{player}/"

@@ -39,6 +39,15 @@ def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, sc
     return path
 
 
+def save_panels(panels: np.ndarray, path: str | Path, scale: int = 2) -> Path:
+    """Write ``[N, K, H, W, C]`` panels in [0, 1] (K images per example side by side, e.g. input | output | target)
+    as one PNG grid with about as many rows as columns."""
+    panels = np.asarray(panels)
+    n, k = panels.shape[:2]
+    per_row = max(1, round(math.sqrt(n / k)))
+    return save_grid(panels.reshape(n * k, *panels.shape[2:]), path, ncols=per_row * k, scale=scale)
+
+
 class RunWriter:
     """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
 

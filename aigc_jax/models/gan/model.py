@@ -40,6 +40,7 @@ class GANConfig(ModelConfig):
     d_norm: Literal["batch", "layer", "none"] = "batch"
     loss: Literal["non_saturating", "hinge", "wgan_gp"] = "non_saturating"
     gp_weight: float = 10.0  # lambda of the gradient penalty (wgan_gp only)
+    minibatch_std: bool = False  # the discriminator sees the batch's feature standard deviation (Karras et al.)
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight
     sn_iterations: int = 1  # power iterations per discriminator update
     ema_decay: float = 0.999  # generator weight average used for sampling; 0 samples the raw generator
@@ -57,9 +58,9 @@ class GANConfig(ModelConfig):
             raise UserError("model.latent_dim and model.sn_iterations must be >= 1, model.num_classes >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"model.ema_decay={self.ema_decay}: expected 0 <= decay < 1 (0 disables the average)")
-        if self.loss == "wgan_gp" and self.d_norm == "batch":
-            raise UserError("model.loss=wgan_gp needs a critic without batch norm (the penalty is per example): "
-                            "set model.d_norm=layer or none")
+        if self.loss == "wgan_gp" and (self.d_norm == "batch" or self.minibatch_std):
+            raise UserError("model.loss=wgan_gp needs a critic without batch statistics (the penalty is per "
+                            "example): set model.d_norm=layer or none and model.minibatch_std=false")
 
 
 class GAN:
@@ -84,7 +85,8 @@ class GAN:
 
     def _make_discriminator(self, rngs):
         c = self.config
-        return Discriminator(c.image_shape, c.d_channels, c.d_norm, c.num_classes, rngs=rngs)
+        return Discriminator(c.image_shape, c.d_channels, c.d_norm, c.num_classes, rngs=rngs,
+                             minibatch_std=c.minibatch_std)
 
     # -- networks as pure functions ---------------------------------------------------------------------------
     def generate(self, g_params, g_stats, z, label=None, *, train: bool):
@@ -135,9 +137,9 @@ class GAN:
         return d, {**state, "sn": vectors} if update else state
 
     def _scores(self, d_params, real, fake, label):
-        """D on real and fake images; one forward on the concatenation unless D uses batch statistics, which
-        DCGAN computes over real and fake batches separately."""
-        if self.config.d_norm == "batch":
+        """D on real and fake images; one forward on the concatenation unless D uses batch statistics (batch norm,
+        minibatch std), which are computed over the real and the fake batch separately, as in DCGAN."""
+        if self.config.d_norm == "batch" or self.config.minibatch_std:
             return self.discriminate(d_params, real, label), self.discriminate(d_params, fake, label)
         both = self.discriminate(d_params, jnp.concatenate([real, fake]),
                                  None if label is None else jnp.concatenate([label, label]))

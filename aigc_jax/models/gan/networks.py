@@ -6,7 +6,8 @@ depth-to-space (sub-pixel upsampling, Shi et al. 2016; the same function class a
 and several times faster under XLA:CPU) -> tanh images in [-1, 1]. Batch norm and ReLU between stages.
 
 Discriminator: S' stages of 4x4 stride-2 convolutions with LeakyReLU(0.2) (no normalisation on the first, as in
-DCGAN), then a linear output on the flattened features ``phi(x)``. With classes, the projection discriminator
+DCGAN), optionally a minibatch-standard-deviation feature map, then a linear output on the flattened features
+``phi(x)``. With classes, the projection discriminator
 (Miyato & Koyama 2018) adds ``<embed(y), phi(x)>`` to the output.
 """
 
@@ -80,15 +81,17 @@ class Generator(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-    def __init__(self, image_shape, channels: tuple[int, ...], norm: str, num_classes: int, *, rngs: nnx.Rngs):
+    def __init__(self, image_shape, channels: tuple[int, ...], norm: str, num_classes: int, *, rngs: nnx.Rngs,
+                 minibatch_std: bool = False):
         h, w, c = image_shape
+        self.minibatch_std = minibatch_std
         chans = [c, *channels]
         self.convs = nnx.List([nnx.Conv(a, b, (4, 4), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
                                for a, b in zip(chans[:-1], chans[1:], strict=True)])
         self.norms = nnx.List([None] + [_norm(norm, b, rngs, running=False) for b in channels[1:]])
         for _ in channels:
             h, w = h // 2, w // 2
-        features = h * w * channels[-1]
+        features = h * w * (channels[-1] + int(minibatch_std))
         self.out = nnx.Linear(features, 1, rngs=rngs)
         self.embed = nnx.Embed(num_classes, features, rngs=rngs) if num_classes else None
 
@@ -99,6 +102,11 @@ class Discriminator(nnx.Module):
             if norm is not None:
                 h = norm(h)
             h = jax.nn.leaky_relu(h, 0.2)
+        if self.minibatch_std:
+            # One extra feature map: the features' standard deviation across the batch, averaged (Karras et al.
+            # 2018); a generator that drops modes makes its batches visibly less varied than real ones.
+            std = jnp.mean(jnp.sqrt(jnp.var(h, axis=0) + 1e-8))
+            h = jnp.concatenate([h, jnp.full((*h.shape[:3], 1), std, h.dtype)], axis=-1)
         phi = h.reshape(h.shape[0], -1)  # [B, F]
         out = self.out(phi)[:, 0]
         if self.embed is not None:
