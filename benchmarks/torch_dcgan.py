@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 
-def make_twin(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_channels=(32, 64), lr=2e-4,
+def make_twin(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_channels=(32, 64),
+              g_hidden=(1024,), d_hidden=(1024,), lr=2e-4,
               betas=(0.5, 0.999), ema_decay=0.999, threads: int | None = None, channels_last: bool = False):
     """Returns ``(step, torch, param_counts)``: ``step(images_uint8 [B, H, W, C]) -> d_loss tensor`` runs one
     train step; ``param_counts = {"generator": n, "discriminator": n}``."""
@@ -44,7 +45,10 @@ def make_twin(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_cha
     class Generator(nn.Module):
         def __init__(self):
             super().__init__()
-            self.inp = nn.Linear(latent_dim, base[0] * base[1] * base[2])
+            sizes = [latent_dim, *g_hidden]
+            self.hidden = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+            self.hidden_norms = nn.ModuleList([nn.BatchNorm1d(b, momentum=0.1, eps=1e-5) for b in g_hidden])
+            self.inp = nn.Linear(sizes[-1], base[0] * base[1] * base[2])
             self.inp_norm = nn.BatchNorm2d(g_channels[0], momentum=0.1, eps=1e-5)
             outs = [*g_channels[1:], c]
             self.convs = nn.ModuleList([nn.Conv2d(a, 4 * b, 3, padding=1) for a, b in zip(g_channels, outs,
@@ -52,6 +56,8 @@ def make_twin(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_cha
             self.norms = nn.ModuleList([nn.BatchNorm2d(b, momentum=0.1, eps=1e-5) for b in outs[:-1]])
 
         def forward(self, z):
+            for layer, norm in zip(self.hidden, self.hidden_norms, strict=True):
+                z = F.relu(norm(layer(z)))
             x = self.inp(z).view(z.shape[0], *base)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -72,12 +78,19 @@ def make_twin(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_cha
             # The JAX discriminator always normalises with the statistics of the batch it sees.
             self.norms = nn.ModuleList([nn.Identity()] + [nn.BatchNorm2d(b, eps=1e-5, track_running_stats=False)
                                                           for b in d_channels[1:]])
-            self.out = nn.Linear((h >> len(d_channels)) * (w >> len(d_channels)) * d_channels[-1], 1)
+            sizes = [(h >> len(d_channels)) * (w >> len(d_channels)) * d_channels[-1], *d_hidden]
+            self.hidden = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+            self.hidden_norms = nn.ModuleList([nn.BatchNorm1d(b, eps=1e-5, track_running_stats=False)
+                                               for b in d_hidden])
+            self.out = nn.Linear(sizes[-1], 1)
 
         def forward(self, x):
             for conv, norm in zip(self.convs, self.norms, strict=True):
                 x = F.leaky_relu(norm(conv(x)), 0.2)
-            return self.out(x.flatten(1))[:, 0]
+            x = x.flatten(1)
+            for layer, norm in zip(self.hidden, self.hidden_norms, strict=True):
+                x = F.leaky_relu(norm(layer(x)), 0.2)
+            return self.out(x)[:, 0]
 
     G, D = Generator(), Discriminator()
     G_ema = copy.deepcopy(G)  # weights and running statistics of the averaged generator
@@ -87,7 +100,7 @@ def make_twin(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_cha
         p.requires_grad_(False)
     G.train(), D.train(), G_ema.train()
     g_params, d_params, ema_params = list(G.parameters()), list(D.parameters()), list(G_ema.parameters())
-    g_norms = [m for m in G.modules() if isinstance(m, nn.BatchNorm2d)]
+    g_norms = [m for m in G.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     opt_d = torch.optim.Adam(d_params, lr=lr, betas=betas, eps=1e-8)
     opt_g = torch.optim.Adam(g_params, lr=lr, betas=betas, eps=1e-8)
     counter = {"t": 0}

@@ -291,7 +291,8 @@ def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int
     trainer["steps_per_sec_rounds"] = [t["steps_per_sec"] for t in trainer_runs]
     bare = float(np.median(bare_runs))
     side = {"batch": GAN_BATCH, "params": jax_counts,
-            "model": "DCGAN 28x28: G linear-BN-ReLU + 2x (3x3 conv, pixel shuffle), D 2x (4x4/2 conv) + linear; "
+            "model": "DCGAN 28x28 (dcgan-mnist): G linear 1024-BN-ReLU, linear-BN-ReLU + 2x (3x3 conv, pixel "
+                     "shuffle); D 2x (4x4/2 conv), linear 1024-BN-LReLU, linear; "
                      "Adam 2e-4 (0.5, 0.999), non-saturating loss, D on real and fake separately, EMA of G",
             "step": "1 D update + 1 G update + EMA (with the EMA generator's BN statistics)",
             "trainer": trainer, "bare_jit_steps_per_sec": round(bare, 2), "bare_jit_rounds": bare_runs,

@@ -1,7 +1,9 @@
 """DCGAN (Radford et al. 2015) on MNIST at 28x28: batch-norm generator and discriminator, non-saturating loss,
 Adam(2e-4, beta1 0.5), batch 64, an exponential moving average of the generator (decay 0.999) for sampling.
 
-Sized for a 2-core CPU (widths 64/32 in G, 32/64 in D; see the README for the wall time).
+Sized for a 2-core CPU: convolution widths 64/32 in G and 32/64 in D, with one 1024-unit linear layer in each
+(after z in G, before the output in D, as in InfoGAN's MNIST networks): matmuls are cheap next to convolutions
+under XLA:CPU, and at 2000 steps the hidden layers took the lenet Inception Score from 5.1 to 7.5.
 
     aigc-jax train dcgan-mnist
     aigc-jax eval runs/dcgan-mnist          # lenet-mnist IS, FID, KID, precision/recall on 10k samples
@@ -12,11 +14,12 @@ from experiments._common import gan_experiment, tiny, variant
 
 
 def base():
-    model = GANConfig(image_shape=(28, 28, 1), latent_dim=64, g_channels=(64, 32), d_channels=(32, 64),
-                      g_norm="batch", d_norm="batch", loss="non_saturating", ema_decay=0.999)
-    return gan_experiment("dcgan-mnist", model, steps=10_000)
+    model = GANConfig(image_shape=(28, 28, 1), latent_dim=64, g_hidden=(1024,), g_channels=(64, 32),
+                      d_channels=(32, 64), d_hidden=(1024,), g_norm="batch", d_norm="batch", loss="non_saturating",
+                      ema_decay=0.999)
+    return gan_experiment("dcgan-mnist", model, steps=11_000, every=2000)
 
 
 def get_config(name: str = ""):
     return variant(name, {"": base, "tiny": lambda: tiny(base(), g_channels=(8, 4), d_channels=(4, 8),
-                                                           latent_dim=8)})
+                                                           g_hidden=(16,), d_hidden=(16,), latent_dim=8)})

@@ -36,6 +36,8 @@ class GANConfig(ModelConfig):
     latent_dim: int = 64
     g_channels: tuple[int, ...] = (64, 32)  # the base map's channels, then each upsampling stage's input
     d_channels: tuple[int, ...] = (32, 64)  # each stride-2 stage's output
+    g_hidden: tuple[int, ...] = ()  # linear layers between z and the base map
+    d_hidden: tuple[int, ...] = ()  # linear layers between the last convolution and the output
     g_norm: Literal["batch", "none"] = "batch"
     d_norm: Literal["batch", "layer", "none"] = "batch"
     loss: Literal["non_saturating", "hinge", "wgan_gp"] = "non_saturating"
@@ -81,12 +83,13 @@ class GAN:
 
     def _make_generator(self, rngs):
         c = self.config
-        return Generator(c.image_shape, c.latent_dim, c.g_channels, c.g_norm, c.num_classes, rngs=rngs)
+        return Generator(c.image_shape, c.latent_dim, c.g_channels, c.g_norm, c.num_classes, rngs=rngs,
+                         hidden=c.g_hidden)
 
     def _make_discriminator(self, rngs):
         c = self.config
         return Discriminator(c.image_shape, c.d_channels, c.d_norm, c.num_classes, rngs=rngs,
-                             minibatch_std=c.minibatch_std)
+                             minibatch_std=c.minibatch_std, hidden=c.d_hidden)
 
     # -- networks as pure functions ---------------------------------------------------------------------------
     def generate(self, g_params, g_stats, z, label=None, *, train: bool):

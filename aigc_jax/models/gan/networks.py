@@ -1,13 +1,14 @@
 """Generator and discriminator networks of the GAN family (Flax NNX), DCGAN-style (Radford et al. 2015).
 
-Generator: ``z [B, Z]`` (concatenated with a one-hot label for conditional models) -> linear to a
+Generator: ``z [B, Z]`` (concatenated with a one-hot label for conditional models) -> optional hidden linear
+layers (as in InfoGAN's MNIST generator, Chen et al. 2016: dense capacity is cheap next to convolutions) -> linear to a
 ``[H / 2^S, W / 2^S, g_channels[0]]`` map -> S stages, each a 3x3 convolution to 4x the next stage's channels and a
 depth-to-space (sub-pixel upsampling, Shi et al. 2016; the same function class as a stride-2 transposed convolution
 and several times faster under XLA:CPU) -> tanh images in [-1, 1]. Batch norm and ReLU between stages.
 
 Discriminator: S' stages of 4x4 stride-2 convolutions with LeakyReLU(0.2) (no normalisation on the first, as in
-DCGAN), optionally a minibatch-standard-deviation feature map, then a linear output on the flattened features
-``phi(x)``. With classes, the projection discriminator
+DCGAN), optionally a minibatch-standard-deviation feature map, optional hidden linear layers, then a linear
+output on the resulting features ``phi(x)``. With classes, the projection discriminator
 (Miyato & Koyama 2018) adds ``<embed(y), phi(x)>`` to the output.
 """
 
@@ -51,12 +52,15 @@ def _norm(kind: str, channels: int, rngs: nnx.Rngs, *, running: bool):
 
 class Generator(nnx.Module):
     def __init__(self, image_shape, latent_dim: int, channels: tuple[int, ...], norm: str, num_classes: int, *,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, hidden: tuple[int, ...] = ()):
         h, w, c = image_shape
         s = 2 ** len(channels)
         self.base = (h // s, w // s, channels[0])
         self.num_classes = num_classes
-        self.inp = nnx.Linear(latent_dim + num_classes, self.base[0] * self.base[1] * channels[0], rngs=rngs)
+        sizes = [latent_dim + num_classes, *hidden]
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        self.hidden_norms = nnx.List([_norm(norm, b, rngs, running=True) for b in hidden])
+        self.inp = nnx.Linear(sizes[-1], self.base[0] * self.base[1] * channels[0], rngs=rngs)
         self.inp_norm = _norm(norm, channels[0], rngs, running=True)
         outs = [*channels[1:], c]
         self.convs = nnx.List([nnx.Conv(a, 4 * b, (3, 3), padding="SAME", rngs=rngs)
@@ -67,6 +71,11 @@ class Generator(nnx.Module):
         h = z
         if self.num_classes:
             h = jnp.concatenate([z, jax.nn.one_hot(label, self.num_classes, dtype=z.dtype)], axis=-1)
+        for layer, norm in zip(self.hidden, self.hidden_norms, strict=True):
+            h = layer(h)
+            if norm is not None:
+                h = norm(h, use_running_average=not train)
+            h = jax.nn.relu(h)
         h = self.inp(h).reshape(z.shape[0], *self.base)
         if self.inp_norm is not None:
             h = self.inp_norm(h, use_running_average=not train)
@@ -82,7 +91,7 @@ class Generator(nnx.Module):
 
 class Discriminator(nnx.Module):
     def __init__(self, image_shape, channels: tuple[int, ...], norm: str, num_classes: int, *, rngs: nnx.Rngs,
-                 minibatch_std: bool = False):
+                 minibatch_std: bool = False, hidden: tuple[int, ...] = ()):
         h, w, c = image_shape
         self.minibatch_std = minibatch_std
         chans = [c, *channels]
@@ -91,7 +100,11 @@ class Discriminator(nnx.Module):
         self.norms = nnx.List([None] + [_norm(norm, b, rngs, running=False) for b in channels[1:]])
         for _ in channels:
             h, w = h // 2, w // 2
-        features = h * w * (channels[-1] + int(minibatch_std))
+        sizes = [h * w * (channels[-1] + int(minibatch_std)), *hidden]
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        self.hidden_norms = nnx.List([_norm(norm, b, rngs, running=False) if norm != "layer" else
+                                      nnx.LayerNorm(b, rngs=rngs) for b in hidden])
+        features = sizes[-1]
         self.out = nnx.Linear(features, 1, rngs=rngs)
         self.embed = nnx.Embed(num_classes, features, rngs=rngs) if num_classes else None
 
@@ -108,6 +121,11 @@ class Discriminator(nnx.Module):
             std = jnp.mean(jnp.sqrt(jnp.var(h, axis=0) + 1e-8))
             h = jnp.concatenate([h, jnp.full((*h.shape[:3], 1), std, h.dtype)], axis=-1)
         phi = h.reshape(h.shape[0], -1)  # [B, F]
+        for layer, norm in zip(self.hidden, self.hidden_norms, strict=True):
+            phi = layer(phi)
+            if norm is not None:
+                phi = norm(phi)
+            phi = jax.nn.leaky_relu(phi, 0.2)
         out = self.out(phi)[:, 0]
         if self.embed is not None:
             out = out + jnp.sum(self.embed(label) * phi, axis=-1)  # projection term <embed(y), phi(x)>
