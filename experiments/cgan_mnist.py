@@ -1,7 +1,12 @@
-"""Class-conditional GAN on MNIST: the dcgan-mnist networks and recipe (non-saturating loss, batch norm, Adam(2e-4,
-0.5), batch 64, generator moving average 0.999), with the one-hot label beside z in the generator and a projection
-discriminator (Miyato & Koyama 2018): output = linear(phi(x)) + <embed(y), phi(x)> on the 1024-unit features.
-`aigc-jax sample --label L` draws digit L.
+"""Class-conditional GAN on MNIST: the dcgan-mnist networks with the one-hot label beside z in the generator and a
+projection discriminator (Miyato & Koyama 2018): output = linear(phi(x)) + <embed(y), phi(x)> on the 1024-unit
+features, spectrally normalised (embedding included), hinge loss, a minibatch-std feature; Adam(2e-4, 0.5), batch
+64, generator moving average 0.999. `aigc-jax sample --label L` draws digit L.
+
+Measured on the way (1500 steps, 2000 samples): with dcgan-mnist's batch-norm discriminator and non-saturating loss
+the projection term let D win outright (D loss 0.02, every sample one class); spectral norm + hinge gave 100% label
+accuracy but one image per class (FID 64); adding the minibatch-std feature gave FID 33, accuracy 92% at that
+point.
 
     aigc-jax train cgan-mnist
     aigc-jax eval runs/cgan-mnist            # adds label_accuracy: lenet-mnist agrees with the asked-for label
@@ -14,8 +19,8 @@ from experiments._common import gan_experiment, tiny, variant
 
 def base():
     model = GANConfig(image_shape=(28, 28, 1), latent_dim=64, g_hidden=(1024,), g_channels=(64, 32),
-                      d_channels=(32, 64), d_hidden=(1024,), g_norm="batch", d_norm="batch", loss="non_saturating",
-                      ema_decay=0.999, num_classes=10)
+                      d_channels=(32, 64), d_hidden=(1024,), g_norm="batch", d_norm="none", loss="hinge",
+                      spectral_norm=True, minibatch_std=True, ema_decay=0.999, num_classes=10)
     return gan_experiment("cgan-mnist", model, steps=6000, every=2000)
 
 

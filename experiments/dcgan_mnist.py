@@ -17,7 +17,7 @@ def base():
     model = GANConfig(image_shape=(28, 28, 1), latent_dim=64, g_hidden=(1024,), g_channels=(64, 32),
                       d_channels=(32, 64), d_hidden=(1024,), g_norm="batch", d_norm="batch", loss="non_saturating",
                       ema_decay=0.999)
-    return gan_experiment("dcgan-mnist", model, steps=11_000, every=2000)
+    return gan_experiment("dcgan-mnist", model, steps=8000, every=2000)
 
 
 def get_config(name: str = ""):
