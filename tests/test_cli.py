@@ -90,8 +90,8 @@ def test_sample_mistakes(trained, tmp_path, capsys):
     assert "is not a conditional model" in _err_line(capsys)
     assert main(["sample", str(trained), "--out", str(tmp_path / "x.jpg")]) == 2
     assert "expected a .png file name" in _err_line(capsys)
-    assert main(["eval", str(trained), "--metrics", "fid"]) == 2
-    assert "expected a subset of loss,nll" in _err_line(capsys)
+    assert main(["eval", str(trained), "--metrics", "label_accuracy"]) == 2  # an unconditional VAE
+    assert "expected a subset of loss,nll,fid,kid,is,pr" in _err_line(capsys)
     assert not (tmp_path / "x.png").exists()
 
 
