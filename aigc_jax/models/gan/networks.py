@@ -39,6 +39,17 @@ class BatchStatNorm(nnx.Module):
             shape)
 
 
+def leaky_stack(layers, norms, h):
+    """``layer -> norm (if any) -> LeakyReLU(0.2)`` for each layer: the body of the DCGAN and PatchGAN
+    discriminators."""
+    for layer, norm in zip(layers, norms, strict=True):
+        h = layer(h)
+        if norm is not None:
+            h = norm(h)
+        h = jax.nn.leaky_relu(h, 0.2)
+    return h
+
+
 def _norm(kind: str, channels: int, rngs: nnx.Rngs, *, running: bool):
     if kind == "none":
         return None
@@ -109,23 +120,13 @@ class Discriminator(nnx.Module):
         self.embed = nnx.Embed(num_classes, features, rngs=rngs) if num_classes else None
 
     def __call__(self, x, label=None):
-        h = x
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            h = conv(h)
-            if norm is not None:
-                h = norm(h)
-            h = jax.nn.leaky_relu(h, 0.2)
+        h = leaky_stack(self.convs, self.norms, x)
         if self.minibatch_std:
             # One extra feature map: the features' standard deviation across the batch, averaged (Karras et al.
             # 2018); a generator that drops modes makes its batches visibly less varied than real ones.
             std = jnp.mean(jnp.sqrt(jnp.var(h, axis=0) + 1e-8))
             h = jnp.concatenate([h, jnp.full((*h.shape[:3], 1), std, h.dtype)], axis=-1)
-        phi = h.reshape(h.shape[0], -1)  # [B, F]
-        for layer, norm in zip(self.hidden, self.hidden_norms, strict=True):
-            phi = layer(phi)
-            if norm is not None:
-                phi = norm(phi)
-            phi = jax.nn.leaky_relu(phi, 0.2)
+        phi = leaky_stack(self.hidden, self.hidden_norms, h.reshape(h.shape[0], -1))  # [B, F]
         out = self.out(phi)[:, 0]
         if self.embed is not None:
             out = out + jnp.sum(self.embed(label) * phi, axis=-1)  # projection term <embed(y), phi(x)>

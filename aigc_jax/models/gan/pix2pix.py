@@ -44,7 +44,7 @@ from aigc_jax.core.config import ModelConfig
 from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import register_model
 from aigc_jax.models.gan import losses
-from aigc_jax.models.gan.networks import BatchStatNorm
+from aigc_jax.models.gan.networks import BatchStatNorm, leaky_stack
 from aigc_jax.nn.layers import depth_to_space
 
 TASKS = ("upsample4", "colorize")
@@ -190,13 +190,7 @@ class PatchDiscriminator(nnx.Module):
         self.out = nnx.Conv(channels[-1], 1, (4, 4), padding=((1, 1), (1, 1)), rngs=rngs)
 
     def __call__(self, xy):
-        h = xy
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            h = conv(h)
-            if norm is not None:
-                h = norm(h)
-            h = jax.nn.leaky_relu(h, 0.2)
-        return self.out(h)[..., 0]
+        return self.out(leaky_stack(self.convs, self.norms, xy))[..., 0]
 
 
 class Pix2Pix:
