@@ -3,6 +3,10 @@
 Same layout: pre-LayerNorm blocks without biases, separate q/k/v projections, causal scaled-dot-product attention,
 exact GELU MLP (4x), learned positions, tied embeddings, GPT-2 init; AdamW with weight decay on rank >= 2 params,
 global-norm clipping. PyTorch is the optional `bench` extra, never a core dependency.
+
+`make_twin` returns ``(step, torch, n_params)``; ``step.model`` and ``step.opt`` are the module and optimizer, and
+`to_jax_params` copies the twin's weights into our parameter layout (``tests/test_gpt.py`` trains both in
+lockstep from the same weights and batches).
 """
 
 from __future__ import annotations
@@ -75,5 +79,28 @@ def make_twin(vocab, context, layers, heads, width, lr=1e-3, betas=(0.9, 0.99), 
         opt.step()
         return loss
 
+    step.model, step.opt = model, opt
     n_params = sum(p.numel() for p in model.parameters())
     return step, torch, n_params
+
+
+def to_jax_params(model, layers: int, heads: int) -> dict:
+    """The twin's weights as ``GPT`` params ``{"gpt": ...}`` (numpy float32; Linear weights are [out, in])."""
+    sd = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    d = sd["wte.weight"].shape[1]
+    h = d // heads
+    blocks = {}
+    for i in range(layers):
+        pre = f"blocks.{i}."
+        blocks[i] = {
+            "ln1": {"scale": sd[pre + "ln1.weight"]},
+            "ln2": {"scale": sd[pre + "ln2.weight"]},
+            "wq": sd[pre + "q.weight"].T.reshape(d, heads, h),
+            "wk": sd[pre + "k.weight"].T.reshape(d, heads, h),
+            "wv": sd[pre + "v.weight"].T.reshape(d, heads, h),
+            "wo": sd[pre + "o.weight"].T.reshape(heads, h, d),
+            "w_in": sd[pre + "fc.weight"].T.copy(),
+            "w_out": sd[pre + "proj.weight"].T.copy(),
+        }
+    return {"gpt": {"wte": sd["wte.weight"], "wpe": sd["wpe.weight"], "ln_f": {"scale": sd["ln_f.weight"]},
+                    "blocks": blocks}}

@@ -249,3 +249,42 @@ def test_gradient_accumulation_equals_one_big_batch(devices):
     s, _ = acc.train_step(s, meshlib.to_global({"tokens": toks[8:]}, acc.batch_sharding))
     # The schedules agree: 2000 applied updates either way (train.steps counts micro-steps).
     assert tree_max_diff(jax.device_get(s["params"]), jax.device_get(s_big["params"])) < 1e-6
+
+
+def test_train_steps_equal_the_pytorch_twin_in_lockstep(devices):
+    """From the same weights and batches, our jitted train step (AdamW, decay mask, warm-up + cosine schedule,
+    clipping) follows `benchmarks/torch_gpt.py` (nanoGPT's recipe in PyTorch) step by step."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_gpt import make_twin, to_jax_params
+
+    layers, heads, width, ctx, steps, warmup = 2, 2, 32, 16, 12, 3
+    cfg = get_config("gpt-shakespeare-char-cpu", [f"model.layers={layers}", f"model.heads={heads}",
+                                                  f"model.width={width}", f"model.context={ctx}", "data.batch_size=4",
+                                                  f"train.steps={steps}", f"players.gpt.optim.warmup_steps={warmup}",
+                                                  "players.gpt.optim.lr=3e-3", "players.gpt.optim.clip_norm=0.5"])
+    setup = build_setup(cfg, meshlib.make_mesh("", devices[:1]))
+    torch.manual_seed(0)
+    tstep, _, _ = make_twin(65, ctx, layers, heads, width, lr=3e-3, clip=0.5, threads=1)
+    state = dict(setup.init_state(0))
+    start = to_jax_params(tstep.model, layers, heads)
+    params = jax.device_put(jax.tree.map(jnp.asarray, start))
+    state["params"] = params
+    state["opt_state"] = {"gpt": setup.optimizers["gpt"].init(params["gpt"])}
+
+    def nanogpt_lr(it, lr=3e-3, min_lr=1e-4):  # nanoGPT's get_lr, written out independently of optax
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        return min_lr + 0.5 * (1 + np.cos(np.pi * (it - warmup) / (steps - warmup))) * (lr - min_lr)
+
+    rng = np.random.default_rng(0)
+    for it in range(steps):
+        toks = rng.integers(0, 65, (4, ctx + 1)).astype(np.int32)
+        for group in tstep.opt.param_groups:
+            group["lr"] = nanogpt_lr(it)
+        torch_loss = float(tstep(toks).detach())
+        state, metrics = setup.train_step(state, meshlib.to_global({"tokens": toks}, setup.batch_sharding))
+        assert float(metrics["loss"]) == pytest.approx(torch_loss, abs=2e-5), it
+    ours = jax.device_get(state["params"])
+    theirs = to_jax_params(tstep.model, layers, heads)
+    assert tree_max_diff(ours, theirs) < 2e-5
+    assert tree_max_diff(ours, start) > 1e-2  # the weights did move

@@ -33,7 +33,10 @@ def test_two_processes_equal_one(tmp_path, devices):
     port = _free_port()
     procs = []
     for pid in range(2):
-        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+        # The same XLA flags as this process (conftest's optimisation level), with 2 devices per process.
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+        env = dict(os.environ, XLA_FLAGS=" ".join([*flags, "--xla_force_host_platform_device_count=2"]),
+                   JAX_PLATFORMS="cpu",
                    AIGC_JAX_COORDINATOR=f"127.0.0.1:{port}", AIGC_JAX_NUM_PROCESSES="2",
                    AIGC_JAX_PROCESS_ID=str(pid))
         procs.append(subprocess.Popen(
