@@ -252,7 +252,11 @@ def make_torch_gan():
     try:
         from torch_dcgan import make_twin as make_gan_twin
 
-        step, torch, counts = make_gan_twin(threads=os.cpu_count())
+        m = get_config("dcgan-mnist").model  # the twin's layers follow the experiment's default shapes
+        step, torch, counts = make_gan_twin(image_shape=tuple(m.image_shape), latent_dim=m.latent_dim,
+                                            g_channels=tuple(m.g_channels), d_channels=tuple(m.d_channels),
+                                            g_hidden=tuple(m.g_hidden), d_hidden=tuple(m.d_hidden),
+                                            ema_decay=m.ema_decay, threads=os.cpu_count())
     except ImportError:
         return None
     next_batch = _mnist_batches(GAN_BATCH)

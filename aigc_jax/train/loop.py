@@ -219,7 +219,10 @@ def train(
                 check_finite()
                 writer.write("train", step, mean)
                 summary["train"] = mean
-                bar.set_postfix(loss=f"{mean['loss']:.3f}" if "loss" in mean else None, refresh=False)
+                # "loss" for one player; "d_loss", "g_loss", ... (first letter of each player) for several.
+                shown = {("loss" if k == "loss" else f"{k.split('/')[0][0]}_loss"): f"{v:.3f}" for k, v in mean.items()
+                         if k.split("/")[-1] == "loss"}
+                bar.set_postfix(shown, refresh=False)
             eval_loss = None
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
                 eval_loss = run_eval(step).get("loss")
