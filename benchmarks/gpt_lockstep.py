@@ -13,7 +13,6 @@ nanoGPT's reported number comes from the implementation or from the seed. Needs 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,15 +28,7 @@ from aigc_jax.data import sources  # noqa: E402
 from aigc_jax.parallel import mesh as meshlib  # noqa: E402
 from aigc_jax.train.setup import build_setup  # noqa: E402
 from benchmarks._report import emit  # noqa: E402
-from benchmarks.torch_gpt import make_twin, to_jax_params  # noqa: E402
-
-
-def nanogpt_lr(it, lr=1e-3, min_lr=1e-4, warmup=100, decay_iters=2000):
-    if it < warmup:
-        return lr * (it + 1) / (warmup + 1)
-    if it > decay_iters:
-        return min_lr
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / (decay_iters - warmup))) * (lr - min_lr)
+from benchmarks.torch_gpt import make_twin, nanogpt_lr, to_jax_params  # noqa: E402
 
 
 def main() -> None:
@@ -79,15 +70,13 @@ def main() -> None:
             print(log[-1], file=sys.stderr, flush=True)
 
     starts = np.arange((len(val) - window) // m.context + 1) * m.context
-    apply = jax.jit(setup.model.apply)
+    nll = jax.jit(lambda p, t: setup.model.eval_metrics(p, {}, {"tokens": t}, None)["loss"])  # per window
     jax_params = state["params"]
     tot_j = tot_t = 0.0
     with torch.no_grad():
         for b in range(0, len(starts), 96):
             toks = np.stack([val[i:i + window] for i in starts[b:b + 96]]).astype(np.int32)
-            logp = jax.nn.log_softmax(apply(jax_params, jnp.asarray(toks[:, :-1])), -1)
-            nll = -jnp.take_along_axis(logp, jnp.asarray(toks[:, 1:, None]), -1)
-            tot_j += float(nll.sum())
+            tot_j += float(nll(jax_params, jnp.asarray(toks)).sum()) * m.context
             tt = torch.from_numpy(toks.astype(np.int64))
             tot_t += float(tstep.model(tt[:, :-1], tt[:, 1:])) * tt[:, 1:].numel()
     count = len(starts) * m.context

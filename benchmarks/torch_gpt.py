@@ -84,6 +84,16 @@ def make_twin(vocab, context, layers, heads, width, lr=1e-3, betas=(0.9, 0.99), 
     return step, torch, n_params
 
 
+def nanogpt_lr(it: int, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int = 100, decay_iters: int = 2000) -> float:
+    """nanoGPT's ``get_lr``: linear warm-up from ``lr / (warmup + 1)``, cosine decay to ``min_lr`` at ``decay_iters``
+    (written out independently of Optax, so that comparing the two checks our schedule)."""
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if it > decay_iters:
+        return min_lr
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / (decay_iters - warmup))) * (lr - min_lr)
+
+
 def to_jax_params(model, layers: int, heads: int) -> dict:
     """The twin's weights as ``GPT`` params ``{"gpt": ...}`` (numpy float32; Linear weights are [out, in])."""
     sd = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}

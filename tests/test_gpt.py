@@ -255,7 +255,7 @@ def test_train_steps_equal_the_pytorch_twin_in_lockstep(devices):
     """From the same weights and batches, our jitted train step (AdamW, decay mask, warm-up + cosine schedule,
     clipping) follows `benchmarks/torch_gpt.py` (nanoGPT's recipe in PyTorch) step by step."""
     torch = pytest.importorskip("torch")
-    from benchmarks.torch_gpt import make_twin, to_jax_params
+    from benchmarks.torch_gpt import make_twin, nanogpt_lr, to_jax_params
 
     layers, heads, width, ctx, steps, warmup = 2, 2, 32, 16, 12, 3
     cfg = get_config("gpt-shakespeare-char-cpu", [f"model.layers={layers}", f"model.heads={heads}",
@@ -271,16 +271,11 @@ def test_train_steps_equal_the_pytorch_twin_in_lockstep(devices):
     state["params"] = params
     state["opt_state"] = {"gpt": setup.optimizers["gpt"].init(params["gpt"])}
 
-    def nanogpt_lr(it, lr=3e-3, min_lr=1e-4):  # nanoGPT's get_lr, written out independently of optax
-        if it < warmup:
-            return lr * (it + 1) / (warmup + 1)
-        return min_lr + 0.5 * (1 + np.cos(np.pi * (it - warmup) / (steps - warmup))) * (lr - min_lr)
-
     rng = np.random.default_rng(0)
     for it in range(steps):
         toks = rng.integers(0, 65, (4, ctx + 1)).astype(np.int32)
         for group in tstep.opt.param_groups:
-            group["lr"] = nanogpt_lr(it)
+            group["lr"] = nanogpt_lr(it, lr=3e-3, warmup=warmup, decay_iters=steps)
         torch_loss = float(tstep(toks).detach())
         state, metrics = setup.train_step(state, meshlib.to_global({"tokens": toks}, setup.batch_sharding))
         assert float(metrics["loss"]) == pytest.approx(torch_loss, abs=2e-5), it
