@@ -62,6 +62,38 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form():
     np.testing.assert_allclose(float(gp), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("conv", [dict(kernel_size=(4, 4), strides=2, padding=((1, 1), (1, 1))),
+                                  dict(kernel_size=(3, 3), strides=2, padding="SAME"),
+                                  dict(kernel_size=(3, 2), strides=(1, 2), padding="VALID")])
+def test_conv_as_matmul_equals_the_convolution(conv):
+    from flax import nnx
+
+    from aigc_jax.nn.layers import conv_as_matmul
+
+    layer = nnx.Conv(3, 5, rngs=nnx.Rngs(0), **conv)
+    x = jax.random.normal(jax.random.key(1), (2, 9, 8, 3))
+    np.testing.assert_allclose(conv_as_matmul(layer, x), layer(x), atol=2e-6)
+    with pytest.raises(ValueError, match="dilation"):
+        conv_as_matmul(nnx.Conv(3, 5, (3, 3), kernel_dilation=2, rngs=nnx.Rngs(0)), x)
+
+
+def test_matmul_lowered_critic_gives_the_same_penalised_loss_and_gradients():
+    # d_conv=matmul changes only how the critic's convolutions are lowered: the WGAN-GP critic loss (with the
+    # penalty's second-order gradients) and its gradients equal those of d_conv=xla on the same weights.
+    models = {impl: _gan("wgan-gp-mnist", [f"model.d_conv={impl}"])[1] for impl in ("xla", "matmul")}
+    params, state = models["xla"].init(jax.random.key(0))
+    batch = {"image": jnp.asarray(_batch(labels=False)["image"], jnp.float32) / 255.0}
+
+    def value_and_grad(model):
+        loss = lambda p: model.loss("discriminator", p, state, batch, jax.random.key(1))[0]
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (lx, gx), (lm, gm) = value_and_grad(models["xla"]), value_and_grad(models["matmul"])
+    np.testing.assert_allclose(lm, lx, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(gm["discriminator"]), jax.tree.leaves(gx["discriminator"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
 def test_losses_match_their_formulas():
     r, f = jnp.array([2.0, -1.0]), jnp.array([0.5, -3.0])
     sp = lambda x: np.log1p(np.exp(x))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 
 def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
@@ -10,3 +11,40 @@ def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
     b, h, w, c = x.shape
     x = x.reshape(b, h, w, r, r, c // (r * r))
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c // (r * r))
+
+
+def conv_as_matmul(conv, x: jax.Array) -> jax.Array:
+    """``conv(x)`` for an ``nnx.Conv`` (NHWC, no dilation or groups), computed as an explicit patch matrix times the
+    reshaped kernel: the ``kh * kw`` strided slices of the padded input are concatenated on the channel axis (in the
+    kernel's ``(i, j, c)`` order) and multiplied by ``kernel.reshape(kh * kw * C_in, C_out)``.
+
+    The same function and parameters as ``conv(x)``; only the lowering differs. Under XLA:CPU the gradients of a
+    strided convolution, and above all the second-order gradients that a gradient penalty takes, run several times
+    faster as slices and one matmul than as convolution kernels.
+    """
+    kh, kw = conv.kernel_size
+    sh, sw = (conv.strides, conv.strides) if isinstance(conv.strides, int) else conv.strides
+    if conv.kernel_dilation not in (1, (1, 1), None) or conv.input_dilation not in (1, (1, 1), None) or \
+            conv.feature_group_count != 1:
+        raise ValueError("conv_as_matmul supports convolutions without dilation or feature groups")
+    _, h, w, c = x.shape
+    pad = conv.padding
+    if pad == "VALID":
+        pad = ((0, 0), (0, 0))
+    elif pad == "SAME":
+        pad = tuple(_same_pad(n, k, s) for n, k, s in ((h, kh, sh), (w, kw, sw)))
+    elif isinstance(pad, str):
+        raise ValueError(f"conv_as_matmul: padding {pad!r} not supported (explicit pairs, SAME or VALID)")
+    (pt, pb), (pl, pr) = pad
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    cols = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+    kernel = conv.kernel[...]
+    y = jnp.concatenate(cols, axis=-1) @ kernel.reshape(kh * kw * c, kernel.shape[-1])
+    return y if conv.bias is None else y + conv.bias[...].reshape(1, 1, 1, -1)
+
+
+def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from aigc_jax.nn.layers import depth_to_space
+from aigc_jax.nn.layers import conv_as_matmul, depth_to_space
 
 
 class BatchStatNorm(nnx.Module):
@@ -39,11 +39,11 @@ class BatchStatNorm(nnx.Module):
             shape)
 
 
-def leaky_stack(layers, norms, h):
+def leaky_stack(layers, norms, h, apply=None):
     """``layer -> norm (if any) -> LeakyReLU(0.2)`` for each layer: the body of the DCGAN and PatchGAN
-    discriminators."""
+    discriminators. ``apply(layer, h)``, if given, replaces ``layer(h)``."""
     for layer, norm in zip(layers, norms, strict=True):
-        h = layer(h)
+        h = layer(h) if apply is None else apply(layer, h)
         if norm is not None:
             h = norm(h)
         h = jax.nn.leaky_relu(h, 0.2)
@@ -102,9 +102,10 @@ class Generator(nnx.Module):
 
 class Discriminator(nnx.Module):
     def __init__(self, image_shape, channels: tuple[int, ...], norm: str, num_classes: int, *, rngs: nnx.Rngs,
-                 minibatch_std: bool = False, hidden: tuple[int, ...] = ()):
+                 minibatch_std: bool = False, hidden: tuple[int, ...] = (), conv_impl: str = "xla"):
         h, w, c = image_shape
         self.minibatch_std = minibatch_std
+        self.conv_impl = conv_impl
         chans = [c, *channels]
         self.convs = nnx.List([nnx.Conv(a, b, (4, 4), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
                                for a, b in zip(chans[:-1], chans[1:], strict=True)])
@@ -120,7 +121,7 @@ class Discriminator(nnx.Module):
         self.embed = nnx.Embed(num_classes, features, rngs=rngs) if num_classes else None
 
     def __call__(self, x, label=None):
-        h = leaky_stack(self.convs, self.norms, x)
+        h = leaky_stack(self.convs, self.norms, x, conv_as_matmul if self.conv_impl == "matmul" else None)
         if self.minibatch_std:
             # One extra feature map: the features' standard deviation across the batch, averaged (Karras et al.
             # 2018); a generator that drops modes makes its batches visibly less varied than real ones.
