@@ -64,7 +64,8 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form():
 
 @pytest.mark.parametrize("conv", [dict(kernel_size=(4, 4), strides=2, padding=((1, 1), (1, 1))),
                                   dict(kernel_size=(3, 3), strides=2, padding="SAME"),
-                                  dict(kernel_size=(3, 2), strides=(1, 2), padding="VALID")])
+                                  dict(kernel_size=(3, 2), strides=(1, 2), padding="VALID"),
+                                  dict(kernel_size=(3, 3), strides=2, padding=1)])
 def test_conv_as_matmul_equals_the_convolution(conv):
     from flax import nnx
 

@@ -35,6 +35,10 @@ def conv_as_matmul(conv, x: jax.Array) -> jax.Array:
         pad = tuple(_same_pad(n, k, s) for n, k, s in ((h, kh, sh), (w, kw, sw)))
     elif isinstance(pad, str):
         raise ValueError(f"conv_as_matmul: padding {pad!r} not supported (explicit pairs, SAME or VALID)")
+    elif isinstance(pad, int):
+        pad = ((pad, pad), (pad, pad))
+    else:
+        pad = tuple((p, p) if isinstance(p, int) else tuple(p) for p in pad)
     (pt, pb), (pl, pr) = pad
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
