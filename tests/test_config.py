@@ -61,3 +61,33 @@ def test_schedule_warmup_and_cosine_end_points():
     assert float(sched(100)) == pytest.approx(1e-3, rel=1e-5)
     assert float(sched(1050)) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4), rel=1e-5)  # cosine midpoint
     assert float(sched(2000)) == pytest.approx(1e-4, rel=1e-5)
+
+
+def test_linear_schedule_decays_to_final_lr_at_the_last_update():
+    from aigc_jax.core.config import OptimConfig
+    from aigc_jax.train.optim import make_schedule
+
+    sched = make_schedule(OptimConfig(lr=1e-4, schedule="linear"), 100)  # WGAN-GP: lr * (1 - t / T)
+    assert [float(sched(t)) for t in (0, 25, 99, 100, 150)] == pytest.approx([1e-4, 7.5e-5, 1e-6, 0.0, 0.0], rel=1e-5)
+    sched = make_schedule(OptimConfig(lr=1e-3, schedule="linear", warmup_steps=10, final_lr=1e-4), 110)
+    assert [float(sched(t)) for t in (0, 10, 60, 110)] == pytest.approx([1e-3 / 11, 1e-3, 5.5e-4, 1e-4], rel=1e-5)
+
+
+def test_each_players_schedule_counts_its_own_updates():
+    """A critic that updates n_critic times per step decays over n_critic * steps updates, not over steps."""
+    import jax.numpy as jnp
+
+    from aigc_jax.train.setup import build_setup
+
+    config = get_config("wgan-gp-mnist", ["train.steps=4", "players.discriminator.optim.schedule=linear",
+                                          "players.generator.optim.schedule=linear"], variant="tiny")
+    setup = build_setup(config)
+    for name, updates in (("discriminator", 20), ("generator", 4)):
+        opt = setup.optimizers[name]
+        params = {"w": jnp.zeros(())}
+        state, lrs = opt.init(params), []
+        for _ in range(updates):
+            # Adam with a constant gradient of 1 moves a parameter by exactly -lr_t (bias-corrected moments are 1).
+            delta, state = opt.update({"w": jnp.ones(())}, state, params)
+            lrs.append(-float(delta["w"]))
+        assert lrs == pytest.approx([1e-4 * (1 - t / updates) for t in range(updates)], rel=1e-4, abs=1e-12)

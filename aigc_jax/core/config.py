@@ -28,9 +28,9 @@ class OptimConfig:
 
     name: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
-    schedule: Literal["constant", "cosine"] = "cosine"
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
     warmup_steps: int = 0
-    final_lr: float = 0.0  # learning rate at the last step of the cosine schedule
+    final_lr: float = 0.0  # learning rate at the last update of the cosine or linear decay
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8

@@ -9,7 +9,8 @@ from aigc_jax.core.config import OptimConfig
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant or cosine decay to ``final_lr`` at the end.
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant, or cosine or linear decay to ``final_lr`` at
+    update ``total_steps`` (the linear decay is WGAN-GP's CIFAR-10 schedule, Gulrajani et al. 2017).
 
     The warm-up gives update ``t`` (from 0) the rate ``lr * (t + 1) / (warmup_steps + 1)``, as nanoGPT does, so the
     first update is not wasted on a zero learning rate.
@@ -23,6 +24,12 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
             )
         return optax.constant_schedule(cfg.lr)
     decay = max(total_steps, cfg.warmup_steps + 1)
+    if cfg.schedule == "linear":
+        parts = [optax.linear_schedule(cfg.lr, cfg.final_lr, decay - cfg.warmup_steps)]
+        if not cfg.warmup_steps:
+            return parts[0]
+        return optax.join_schedules([optax.linear_schedule(start, cfg.lr, cfg.warmup_steps)] + parts,
+                                    [cfg.warmup_steps])
     return optax.warmup_cosine_decay_schedule(
         init_value=start if cfg.warmup_steps else cfg.lr,
         peak_value=cfg.lr,

@@ -69,7 +69,8 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None) -> Setup:
     model = build_model(config)
     mesh = meshlib.make_mesh(config.mesh) if mesh is None else mesh
     steps = config.train.steps
-    optimizers = {p.name: make_optimizer(p.optim, steps) for p in config.players}
+    # A player's schedule counts its own updates: an n_critic discriminator makes n_critic of them per step.
+    optimizers = {p.name: make_optimizer(p.optim, steps * p.updates_per_step) for p in config.players}
     schedule = tuple((p.name, p.updates_per_step) for p in config.players)
     meshlib.check_batch(mesh, config.data.batch_size)
     abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k), jax.random.key(0))
