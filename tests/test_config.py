@@ -79,7 +79,8 @@ def test_each_players_schedule_counts_its_own_updates():
 
     from aigc_jax.train.setup import build_setup
 
-    config = get_config("wgan-gp-mnist", ["train.steps=4", "players.discriminator.optim.schedule=linear",
+    config = get_config("wgan-gp-mnist", ["train.steps=4", "players.discriminator.updates_per_step=5",
+                                          "players.discriminator.optim.schedule=linear",
                                           "players.generator.optim.schedule=linear"], variant="tiny")
     setup = build_setup(config)
     for name, updates in (("discriminator", 20), ("generator", 4)):
