@@ -63,7 +63,7 @@ def test_schedule_warmup_and_cosine_end_points():
     assert float(sched(2000)) == pytest.approx(1e-4, rel=1e-5)
 
 
-def test_linear_schedule_decays_to_final_lr_at_the_last_update():
+def test_linear_and_constant_schedules_after_the_warm_up():
     from aigc_jax.core.config import OptimConfig
     from aigc_jax.train.optim import make_schedule
 
@@ -71,6 +71,8 @@ def test_linear_schedule_decays_to_final_lr_at_the_last_update():
     assert [float(sched(t)) for t in (0, 25, 99, 100, 150)] == pytest.approx([1e-4, 7.5e-5, 1e-6, 0.0, 0.0], rel=1e-5)
     sched = make_schedule(OptimConfig(lr=1e-3, schedule="linear", warmup_steps=10, final_lr=1e-4), 110)
     assert [float(sched(t)) for t in (0, 10, 60, 110)] == pytest.approx([1e-3 / 11, 1e-3, 5.5e-4, 1e-4], rel=1e-5)
+    sched = make_schedule(OptimConfig(lr=1e-3, schedule="constant", warmup_steps=9), 100)
+    assert [float(sched(t)) for t in (0, 9, 50, 100)] == pytest.approx([1e-4, 1e-3, 1e-3, 1e-3], rel=1e-5)
 
 
 def test_each_players_schedule_counts_its_own_updates():

@@ -16,27 +16,22 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     first update is not wasted on a zero learning rate.
     """
     start = cfg.lr / (cfg.warmup_steps + 1)
-    if cfg.schedule == "constant":
-        if cfg.warmup_steps:
-            return optax.join_schedules(
-                [optax.linear_schedule(start, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
-                [cfg.warmup_steps],
-            )
-        return optax.constant_schedule(cfg.lr)
     decay = max(total_steps, cfg.warmup_steps + 1)
-    if cfg.schedule == "linear":
-        parts = [optax.linear_schedule(cfg.lr, cfg.final_lr, decay - cfg.warmup_steps)]
-        if not cfg.warmup_steps:
-            return parts[0]
-        return optax.join_schedules([optax.linear_schedule(start, cfg.lr, cfg.warmup_steps)] + parts,
-                                    [cfg.warmup_steps])
-    return optax.warmup_cosine_decay_schedule(
-        init_value=start if cfg.warmup_steps else cfg.lr,
-        peak_value=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        decay_steps=decay,
-        end_value=cfg.final_lr,
-    )
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=start if cfg.warmup_steps else cfg.lr,
+            peak_value=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            decay_steps=decay,
+            end_value=cfg.final_lr,
+        )
+    if cfg.schedule == "constant":
+        after = optax.constant_schedule(cfg.lr)
+    else:
+        after = optax.linear_schedule(cfg.lr, cfg.final_lr, decay - cfg.warmup_steps)
+    if not cfg.warmup_steps:
+        return after
+    return optax.join_schedules([optax.linear_schedule(start, cfg.lr, cfg.warmup_steps), after], [cfg.warmup_steps])
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
