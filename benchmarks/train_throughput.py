@@ -48,7 +48,7 @@ from aigc_jax.data import sources  # noqa: E402
 from aigc_jax.data.pipeline import train_iterator  # noqa: E402
 from aigc_jax.parallel import mesh as meshlib  # noqa: E402
 from aigc_jax.train.loop import train  # noqa: E402
-from aigc_jax.train.optim import make_optimizer  # noqa: E402
+from aigc_jax.train.optim import make_optimizers  # noqa: E402
 from aigc_jax.train.setup import build_setup  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def make_bare():
     cfg = get_config("vae-mnist")
     setup = build_setup(cfg)
     model = setup.model
-    opt = make_optimizer(cfg.player("vae").optim, cfg.train.steps)
+    opt = make_optimizers(cfg)["vae"]
     params, _ = model.init(jax.random.key(0))
     p, o = params["vae"], opt.init(params["vae"])
 
@@ -208,7 +208,7 @@ def make_bare_gan():
     state, keys derived inside the jit, no NaN guard. Returns ``(run(steps) -> steps/s, param counts)``."""
     cfg = get_config("dcgan-mnist")
     model = build_setup(cfg).model
-    opts = {p.name: make_optimizer(p.optim, cfg.train.steps) for p in cfg.players}
+    opts = make_optimizers(cfg)
     params, mstate = model.init(jax.random.key(0))
     counts = {k: sum(int(x.size) for x in jax.tree.leaves(v)) for k, v in params.items()}
     opt_states = {k: opts[k].init(params[k]) for k in params}

@@ -10,7 +10,7 @@ from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import build_model, get_config
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.models.gan import losses, spectral
-from aigc_jax.train.optim import make_optimizer
+from aigc_jax.train.optim import make_optimizers
 from aigc_jax.train.step import build_train_step, init_state
 from tests.helpers import tree_equal
 
@@ -18,7 +18,7 @@ from tests.helpers import tree_equal
 def _gan(name="dcgan-mnist", overrides=()):
     cfg = cfglib.apply_overrides(get_config(name, "tiny"), overrides)
     model = build_model(cfg)
-    opts = {p.name: make_optimizer(p.optim, cfg.train.steps) for p in cfg.players}
+    opts = make_optimizers(cfg)
     return cfg, model, opts
 
 

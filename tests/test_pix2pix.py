@@ -12,7 +12,7 @@ from aigc_jax.cli import main
 from aigc_jax.core.registry import build_model, get_config
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.models.gan import pix2pix
-from aigc_jax.train.optim import make_optimizer
+from aigc_jax.train.optim import make_optimizers
 from aigc_jax.train.step import build_train_step, init_state
 from tests.helpers import tree_equal
 
@@ -90,7 +90,7 @@ def test_generator_loss_is_gan_term_plus_100_l1():
 
 def test_a_discriminator_update_leaves_the_generator_bit_identical():
     cfg, model = _model()
-    opts = {p.name: make_optimizer(p.optim, cfg.train.steps) for p in cfg.players}
+    opts = make_optimizers(cfg)
     transform = make_device_transform(cfg.data)
     state = init_state(model, opts, jax.random.key(0))
     batch = {"image": np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from aigc_jax.core.config import OptimConfig
+from aigc_jax.core.config import ExperimentConfig, OptimConfig
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -53,3 +53,9 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     if k > 1:
         opt = optax.MultiSteps(opt, every_k_schedule=k)
     return opt
+
+
+def make_optimizers(config: ExperimentConfig) -> dict[str, optax.GradientTransformation]:
+    """Every player's optimizer, by name. A player's schedule counts its own updates: one that makes
+    ``updates_per_step`` updates per train step (an n_critic critic) makes ``steps * updates_per_step`` in all."""
+    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step) for p in config.players}

@@ -18,7 +18,7 @@ from aigc_jax.core.config import ExperimentConfig
 from aigc_jax.core.registry import build_model
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.parallel import mesh as meshlib
-from aigc_jax.train.optim import make_optimizer
+from aigc_jax.train.optim import make_optimizers
 from aigc_jax.train.step import build_eval_step, build_train_step, init_state
 
 
@@ -68,9 +68,7 @@ class Setup:
 def build_setup(config: ExperimentConfig, mesh: Mesh | None = None) -> Setup:
     model = build_model(config)
     mesh = meshlib.make_mesh(config.mesh) if mesh is None else mesh
-    steps = config.train.steps
-    # A player's schedule counts its own updates: an n_critic discriminator makes n_critic of them per step.
-    optimizers = {p.name: make_optimizer(p.optim, steps * p.updates_per_step) for p in config.players}
+    optimizers = make_optimizers(config)
     schedule = tuple((p.name, p.updates_per_step) for p in config.players)
     meshlib.check_batch(mesh, config.data.batch_size)
     abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k), jax.random.key(0))
