@@ -75,7 +75,9 @@ def _torch_ref(model, net, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = x.repeat(1, 3, 1, 1)
     with torch.no_grad():
         pool = model(x)[0].flatten(1)
-        return pool.numpy(), net.fc(pool).numpy()
+        # The Inception Score's logits are the fc matmul without its (here non-zero) bias, as in the original IS code.
+        assert net.fc.bias.abs().max() > 0.01
+        return pool.numpy(), (pool @ net.fc.weight.T).numpy()
 
 
 def _rel(ours, ref) -> float:
@@ -89,6 +91,7 @@ def test_features_and_logits_match_pytorch_fid(torch_fid, monkeypatch):
     assert ex.image_shape == (299, 299, 3)
     assert ex.id.startswith("inception-v3/pt_inception-2015-12-05/sha256:")
     assert "resize:bilinear-299-align_corners=False" in ex.id and "gray:repeat-to-rgb" in ex.id
+    assert ex.id.endswith("/is:logits-unbiased")
 
     rng = np.random.default_rng(0)
     rgb = rng.random((3, 32, 32, 3), dtype=np.float32)  # batch 2 + a padded last batch

@@ -46,6 +46,20 @@ def test_reference_features_are_cached_with_their_identity(lenet, tmp_path, monk
     assert len(list(tmp_path.glob("ref_*.npz"))) == 2
     np.testing.assert_allclose(other["features"], first["features"][:200], rtol=1e-6)
 
+    class Edited:  # the same name, split and count, one image changed (a data file edited in place)
+        def __len__(self):
+            return len(src)
+
+        def __getitems__(self, idx):
+            out = dict(src.__getitems__(idx))
+            out["image"] = np.where(np.asarray(idx)[:, None, None, None] == 0, 255 - out["image"], out["image"])
+            return out
+
+    edited = reference_features(lenet, Edited(), "mnist", "test", count=300, batch_size=128, progress=False)
+    assert edited["cache"] != first["cache"] and edited["data_sha256"] != first["data_sha256"]
+    assert not np.allclose(edited["features"][0], first["features"][0])
+    np.testing.assert_allclose(edited["features"][1:], first["features"][1:], rtol=1e-5, atol=1e-5)
+
 
 def test_eval_cli_writes_sample_metrics_with_their_provenance(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AIGC_JAX_CACHE", str(tmp_path / "cache"))
@@ -57,7 +71,9 @@ def test_eval_cli_writes_sample_metrics_with_their_provenance(tmp_path, monkeypa
     assert main(["eval", str(wd), "--num-samples", "40", "--no-progress"]) == 0
     res = json.loads((wd / "eval.json").read_text())
     assert res["extractor"].startswith("lenet-mnist/v1/sha256:")
-    assert res["reference"] == {"dataset": "mnist", "split": "test", "count": 10000}
+    assert {k: res["reference"][k] for k in ("dataset", "split", "count")} == {"dataset": "mnist", "split": "test",
+                                                                                "count": 10000}
+    assert len(res["reference"]["data_sha256"]) == 64
     assert res["num_samples"] == 40 and res["pr_count"] == 40
     for k in ("fid", "kid_mean", "kid_std", "is_mean", "real_is_mean", "precision", "recall", "label_accuracy"):
         assert np.isfinite(res[k]), k
@@ -68,3 +84,7 @@ def test_eval_cli_writes_sample_metrics_with_their_provenance(tmp_path, monkeypa
     assert "bogus not available" in capsys.readouterr().err
     assert main(["eval", str(wd), "--metrics", "fid", "--inception-weights", "x.pth", "--no-progress"]) == 2
     assert "--inception-weights is for the inception-v3 extractor" in capsys.readouterr().err
+    assert main(["eval", str(wd), "--metrics", "is", "--num-samples", "5", "--no-progress"]) == 2
+    assert "is need at least 10 samples" in capsys.readouterr().err
+    assert main(["eval", str(wd), "--metrics", "label_accuracy", "--extractor", "inception-v3", "--no-progress"]) == 2
+    assert "label_accuracy needs a classifier of the dataset's classes (lenet-mnist)" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError("the two sets of statistics have different dimensions")
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    covmean = linalg.sqrtm(s1.dot(s2))  # (pytorch-fid passes disp=False, which SciPy 1.18 removes: same value)
     if not np.isfinite(covmean).all():
         offset = np.eye(s1.shape[0]) * eps
         covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))

@@ -7,7 +7,9 @@ with the FID patches
 - ``Mixed_5b/5c/5d`` (FIDInceptionA), ``Mixed_6b..6e`` (FIDInceptionC) and ``Mixed_7b`` (FIDInceptionE_1) average
   their pool branch with ``count_include_pad=False`` (TensorFlow's SAME average pool ignores the padding);
 - ``Mixed_7c`` (FIDInceptionE_2) uses a 3x3/1 *max* pool in its pool branch;
-- a 1008-way ``fc`` layer (the TF graph's classes), whose logits feed the Inception Score.
+- a 1008-way ``fc`` layer (the TF graph's classes). The Inception Score takes ``features @ fc.weight`` *without*
+  the bias, as the original IS code does (Salimans et al. 2016: ``softmax/logits/MatMul``, before the bias add;
+  torch-fidelity's ``logits_unbiased`` likewise), so these logits are the unbiased ones.
 
 Every conv is ``BasicConv2d``: a conv without bias, BatchNorm (eps = 0.001, running statistics) and ReLU. The input
 (``[N, H, W, C]`` in [0, 1], NHWC throughout) is resized to 299x299 exactly as ``F.interpolate(mode="bilinear",
@@ -97,12 +99,11 @@ class BatchNorm(nnx.Module):
 
 
 class Linear(nnx.Module):
+    """The ``fc`` layer's weights. Its bias is loaded (it is in the state_dict) but unused: see the module docstring."""
+
     def __init__(self, din: int, dout: int):
         self.kernel = nnx.Param(np.zeros((din, dout), np.float32))
         self.bias = nnx.Param(np.zeros(dout, np.float32))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.matmul(x, self.kernel[...], precision=_HIGHEST) + self.bias[...].reshape(1, -1)
 
 
 class BasicConv2d(nnx.Module):
@@ -244,7 +245,7 @@ class FIDInceptionV3(nnx.Module):
     """pytorch-fid's FID Inception-v3 (attribute names = the torch ``state_dict`` names).
 
     ``__call__`` takes the network input (``[N, 299, 299, 3]`` NHWC, already resized and scaled to [-1, 1], see
-    :func:`preprocess`) and returns ``{"features": [N, 2048], "logits": [N, 1008]}``.
+    :func:`preprocess`) and returns ``{"features": [N, 2048], "logits": [N, 1008]}`` (logits without the fc bias).
     """
 
     def __init__(self):
@@ -276,7 +277,9 @@ class FIDInceptionV3(nnx.Module):
             x = block(x)  # end of block 2 after Mixed_6e
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
         features = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d((1, 1)): block 3
-        return {"features": features, "logits": self.fc(features)}
+        # The Inception Score's logits: the fc matmul before its bias (see the module docstring).
+        logits = jnp.matmul(features, self.fc.kernel[...], precision=_HIGHEST)
+        return {"features": features, "logits": logits}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -609,7 +612,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 class InceptionExtractor:
-    """``inception-v3`` features (2048-d pool) and logits (1008) of pytorch-fid's FID Inception, in JAX.
+    """``inception-v3`` features (2048-d pool) and IS logits (1008, no bias) of pytorch-fid's FID Inception, in JAX.
 
     ``weights``: the path of ``pt_inception-2015-12-05-6726825d.pth`` (or an ``.npz`` with the same keys); when
     ``None`` the environment variable ``AIGC_JAX_INCEPTION_WEIGHTS`` is used. Nothing is ever downloaded. A file whose
@@ -635,7 +638,7 @@ class InceptionExtractor:
                           stacklevel=2)
         version = WEIGHTS_VERSION if self.official else f"custom-weights-{self.sha256[:12]}"
         self.id = (f"inception-v3/{version}/sha256:{self.sha256[:12]}/resize:bilinear-{INPUT_SIZE}-align_corners=False"
-                   "/gray:repeat-to-rgb")
+                   "/gray:repeat-to-rgb/is:logits-unbiased")
         graphdef = abstract_model()[0]
         self._preprocess = jax.jit(preprocess)
         self._forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))

@@ -1,9 +1,10 @@
 """Sample-quality evaluation of a trained image model: FID, KID, Inception Score, precision/recall and (for
 class-conditional models) the accuracy of the asked-for labels, all through one named feature extractor.
 
-Real-data features are computed once per (extractor id, dataset, split, count) and cached as ``.npz`` in
-``$AIGC_JAX_CACHE`` (default ``~/.cache/aigc_jax``); the file records the same four fields and is recomputed when any
-differs. Every result records them too: two numbers are comparable only when all of them match.
+Real-data features are computed once per (extractor id, dataset, split, count, sha256 of the images' bytes) and
+cached as ``.npz`` in ``$AIGC_JAX_CACHE`` (default ``~/.cache/aigc_jax``); the file records the same five fields
+and is recomputed when any differs, so a data file edited in place or another file of the same name never reuses a
+stale cache. Every result records them too: two numbers are comparable only when all of them match.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from aigc_jax.metrics import distribution
 from aigc_jax.metrics.features import FeatureExtractor, get_extractor
 
 SAMPLE_METRICS = ("fid", "kid", "is", "pr", "label_accuracy")
+IS_SPLITS = 10  # Inception Score splits (Salimans et al. 2016)
+PR_K = 3  # neighbours for precision/recall (Kynkaanniemi et al. 2019)
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": IS_SPLITS, "pr": PR_K + 1, "label_accuracy": 1}
 
 
 def cache_dir() -> Path:
@@ -49,17 +53,27 @@ def reference_features(extractor: FeatureExtractor, source, dataset: str, split:
                        batch_size: int = 500, cache: bool = True, progress: bool = True) -> dict:
     """Features and logits of the first ``count`` images (0: all) of a dataset split, from the cache if present."""
     n = len(source) if count <= 0 else min(count, len(source))
-    meta = {"extractor": extractor.id, "dataset": dataset, "split": split, "count": n}
+    starts = range(0, n, batch_size)
+
+    def images_at(start):
+        return source.__getitems__(np.arange(start, min(start + batch_size, n)))["image"]
+
+    digest = hashlib.sha256()
+    for start in starts:  # the images' identity (independent of the batching): cheap next to any extractor
+        images = np.ascontiguousarray(images_at(start))
+        if start == 0:
+            digest.update(f"{images.dtype}{images.shape[1:]}".encode())
+        digest.update(images.tobytes())
+    meta = {"extractor": extractor.id, "dataset": dataset, "split": split, "count": n,
+            "data_sha256": digest.hexdigest()}
     path = cache_dir() / f"ref_{_slug('|'.join(str(v) for v in meta.values()))}.npz"
     if cache and path.is_file():
         with np.load(path) as z:
-            if all(str(z[k]) == str(v) for k, v in meta.items()):
+            if all(k in z and str(z[k]) == str(v) for k, v in meta.items()):
                 return {"features": z["features"], "logits": z["logits"], **meta, "cache": str(path)}
     feats, logits = [], []
-    for start in tqdm(range(0, n, batch_size), desc=f"real {split} features", unit="batch", disable=not progress):
-        idx = np.arange(start, min(start + batch_size, n))
-        images = source.__getitems__(idx)["image"].astype(np.float32) / 255.0
-        out = extractor(images, batch_size=batch_size)
+    for start in tqdm(starts, desc=f"real {split} features", unit="batch", disable=not progress):
+        out = extractor(images_at(start).astype(np.float32) / 255.0, batch_size=batch_size)
         feats.append(out["features"])
         logits.append(out["logits"])
     result = {"features": np.concatenate(feats), "logits": np.concatenate(logits), **meta}
@@ -102,33 +116,39 @@ def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str =
     unknown = [m for m in metrics if m not in SAMPLE_METRICS]
     if unknown:
         raise UserError(f"unknown sample metrics {unknown}: expected a subset of {', '.join(SAMPLE_METRICS)}")
-    if num_samples < 2:
-        raise UserError(f"--num-samples {num_samples}: sample metrics need at least 2 samples")
+    least = max(MIN_SAMPLES[m] for m in metrics)
+    if num_samples < least:
+        raise UserError(f"--num-samples {num_samples}: {', '.join(metrics)} need at least {least} samples "
+                        f"(fid, kid: 2; pr: {PR_K + 1}, k = {PR_K} neighbours; is: {IS_SPLITS}, one per split)")
     cfg = setup.config
     image_shape = tuple(getattr(cfg.model, "image_shape", ()))
     name = extractor or default_extractor(image_shape)
-    ext = get_extractor(name, **(extractor_options or {}))
     if "label_accuracy" in metrics and not getattr(cfg.model, "num_classes", 0):
         raise UserError(f"label_accuracy: {cfg.name} is not a class-conditional model")
+    if "label_accuracy" in metrics and name != "lenet-mnist":
+        raise UserError(f"label_accuracy needs a classifier of the dataset's classes (lenet-mnist), not {name}")
+    ext = get_extractor(name, **(extractor_options or {}))
     dataset = cfg.data.name + (f":{cfg.data.path}" if cfg.data.path else "")
     ref = reference_features(ext, sources.for_experiment(cfg, "test"), dataset, "test", batch_size=batch_size,
                              progress=progress)
     images, labels = generate(setup, state, num_samples, seed, batch_size, progress)
     out = ext(images, batch_size=batch_size)
     fake_f, fake_p = out["features"], _softmax(out["logits"])
-    result: dict = {"extractor": ext.id, "reference": {"dataset": dataset, "split": "test", "count": ref["count"]},
+    result: dict = {"extractor": ext.id, "reference": {k: ref[k] for k in ("dataset", "split", "count", "data_sha256")},
                     "num_samples": num_samples, "sample_seed": seed}
     if "fid" in metrics:
         result["fid"] = distribution.fid(ref["features"], fake_f)
     if "kid" in metrics:
         result["kid_mean"], result["kid_std"] = distribution.kid(ref["features"], fake_f, seed=seed)
     if "is" in metrics:
-        result["is_mean"], result["is_std"] = distribution.inception_score(fake_p)
-        result["real_is_mean"], result["real_is_std"] = distribution.inception_score(_softmax(ref["logits"]))
+        result["is_mean"], result["is_std"] = distribution.inception_score(fake_p, IS_SPLITS)
+        result["real_is_mean"], result["real_is_std"] = distribution.inception_score(_softmax(ref["logits"]),
+                                                                                     IS_SPLITS)
     if "pr" in metrics:
         # k-NN radii over all pairs: O(N^2) memory, so at most 10k per side.
         m = min(10_000, len(ref["features"]), len(fake_f))
-        result["precision"], result["recall"] = distribution.precision_recall(ref["features"][:m], fake_f[:m])
+        result["precision"], result["recall"] = distribution.precision_recall(ref["features"][:m], fake_f[:m],
+                                                                                   PR_K)
         result["pr_count"] = m
     if "label_accuracy" in metrics:
         result["label_accuracy"] = float(np.mean(np.argmax(out["logits"], axis=1) == labels))
