@@ -180,7 +180,7 @@ def _sample_text(args, setup, state, step) -> int:
     import numpy as np
 
     from aigc_jax.core.errors import UserError
-    from aigc_jax.data.text import tokenizer_from_json
+    from aigc_jax.data.text import default_prompt, tokenizer_from_json
 
     cfg = setup.config.model
     tok_path = Path(args.workdir) / "tokenizer.json"
@@ -189,10 +189,9 @@ def _sample_text(args, setup, state, step) -> int:
     tokenizer = tokenizer_from_json(json.loads(tok_path.read_text()))
     if args.out is not None and not args.out.lower().endswith(".txt"):
         raise UserError(f"--out {args.out}: text models write a .txt file")
-    prompt_text = "\n" if args.prompt is None else args.prompt
-    if not prompt_text:
+    if args.prompt == "":
         raise UserError("--prompt must not be empty")
-    prompt = tokenizer.encode(prompt_text)
+    prompt = default_prompt(tokenizer) if args.prompt is None else tokenizer.encode(args.prompt)
     n_new = cfg.sample_tokens if args.tokens is None else args.tokens
     if n_new < 1:
         raise UserError(f"--tokens {n_new}: expected a positive integer")
@@ -230,7 +229,9 @@ def _cmd_eval(args) -> int:
     # "nll" is the importance-weighted estimate for latent-variable models; for exact-likelihood models (PixelCNN)
     # the model's own "loss" metric is already the exact NLL.
     available = ["loss"] + (["nll"] if hasattr(model, "log_prob") and hasattr(model, "encode") else [])
-    is_image = getattr(model, "sample_kind", "image") == "image"
+    # Sample metrics are for models that sample from noise; an image-to-image model (pix2pix) is measured by its
+    # test L1 against the targets ("loss").
+    is_image = getattr(model, "sample_kind", "image") == "image" and not hasattr(model, "grid_images")
     conditional = bool(getattr(setup.config.model, "num_classes", 0))
     sample_metrics = [m for m in SAMPLE_METRICS if m != "label_accuracy" or conditional] if is_image else []
     available += sample_metrics
@@ -249,13 +250,14 @@ def _cmd_eval(args) -> int:
         result["binarize"] = cfg.data.binarize
     bs = cfg.data.eval_batch_size
     if "loss" in wanted:
-        nb = -(-args.num_samples // bs) if args.num_samples else 0
-        result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=nb,
-                                                           seed=cfg.train.seed).items()})
+        result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=0, seed=cfg.train.seed,
+                                                           max_examples=args.num_samples).items()})
     if "test_loss" in result and getattr(model, "sample_kind", "image") == "image" and hasattr(model, "log_prob"):
         import math
 
-        result["test_bits_per_dim"] = result["test_loss"] / (math.log(2) * math.prod(cfg.model.image_shape))
+        # A VAE's loss may weight its KL (beta-VAE); its bound on -log p(x) is -ELBO.
+        nll = result.get("test_neg_elbo", result["test_loss"])
+        result["test_bits_per_dim"] = nll / (math.log(2) * math.prod(cfg.model.image_shape))
     if "test_loss" in result and getattr(model, "sample_kind", "image") == "text":
         import math
 

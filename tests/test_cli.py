@@ -54,9 +54,18 @@ def test_sample_and_eval(trained, tmp_path, capsys):
     assert Image.open(out).size == ((3 * 30 + 2) * 2, (3 * 30 + 2) * 2)
     assert main(["eval", str(trained), "--num-samples", "50", "--iwae-k", "10", "--no-progress"]) == 0
     res = json.loads((trained / "eval.json").read_text())
-    assert res["examples"] == 50 and res["iwae_k"] == 10
+    assert res["examples"] == 50 and res["iwae_k"] == 10 and res["test_examples"] == 50
     assert np.isfinite(res["iwae10_nll"]) and np.isfinite(res["test_neg_elbo"])
     assert "iwae10_nll" in capsys.readouterr().out
+
+
+def test_bits_per_dim_of_a_beta_vae_come_from_its_elbo(tmp_path):
+    wd = tmp_path / "beta"
+    assert main(["train", "beta-vae-mnist", "--workdir", str(wd), *TINY, "--set", "model.beta=50"]) == 0
+    assert main(["eval", str(wd), "--metrics", "loss", "--num-samples", "64", "--no-progress"]) == 0
+    res = json.loads((wd / "eval.json").read_text())
+    assert res["test_loss"] > res["test_neg_elbo"] + 1e-3  # the loss weights the KL by beta
+    assert res["test_bits_per_dim"] == pytest.approx(res["test_neg_elbo"] / (np.log(2) * 784), rel=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,28 @@ def test_eval_batches_pad_and_mask():
     out = list(eval_batches(src, 4, multiple_of=1))
     assert [m.sum() for _, m in out] == [4, 4, 2]
     assert out[-1][0]["label"].tolist() == [8, 9, 9, 9]
+    assert out[-1][0]["index"].tolist() == [8, 9, 9, 9]
+    out = list(eval_batches(src, 4, max_examples=5))  # the first 5 examples exactly
+    assert [m.tolist() for _, m in out] == [[1, 1, 1, 1], [1, 0, 0, 0]]
+
+
+def test_evaluation_binarization_is_a_fixed_function_of_the_example():
+    rng = np.random.default_rng(0)
+    src = sources.ArraySource(rng.integers(0, 256, (10, 6, 6, 1), dtype=np.uint8), np.arange(10, dtype=np.int32))
+    t = jax.jit(make_device_transform(DataConfig(binarize="dynamic")))
+
+    def binarized(batch_size, key):
+        rows = [(np.asarray(t(b, key)["image"]), m) for b, m in eval_batches(src, batch_size)]
+        return np.concatenate([x[m > 0] for x, m in rows])
+
+    a = binarized(4, jax.random.key(1))
+    np.testing.assert_array_equal(a, binarized(3, jax.random.key(2)))  # any batch size, any key
+    assert set(np.unique(a)) == {0.0, 1.0} and a.shape == (10, 6, 6, 1)
+    assert not np.array_equal(a[0], a[1])
+    assert "index" not in t(next(eval_batches(src, 4))[0], jax.random.key(0))  # the model never sees it
+    # Training batches (no index) draw afresh from the step's key.
+    train = {"image": src.images[:4]}
+    assert not np.array_equal(t(train, jax.random.key(1))["image"], t(train, jax.random.key(2))["image"])
 
 
 def test_dynamic_binarization_is_bernoulli_of_intensity():

@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from aigc_jax.api import get_config
+from aigc_jax.core.errors import UserError
 from aigc_jax.models.autoregressive import GPT, GPTConfig, sampling
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import build_setup
@@ -283,3 +284,41 @@ def test_train_steps_equal_the_pytorch_twin_in_lockstep(devices):
     theirs = to_jax_params(tstep.model, layers, heads)
     assert tree_max_diff(ours, theirs) < 2e-5
     assert tree_max_diff(ours, start) > 1e-2  # the weights did move
+
+
+def test_tokenizers_default_prompt_and_out_of_vocabulary_ids():
+    from aigc_jax.data.text import ByteTokenizer, CharTokenizer, default_prompt
+
+    byte = ByteTokenizer()
+    text = "naïve → ok"
+    assert byte.decode(byte.encode(text)) == text  # multi-byte UTF-8 round trip
+    assert byte.decode([104, 105, 300, 33]) == "hi\ufffd!"  # a padded vocabulary's ids past 255
+    assert default_prompt(byte).tolist() == [10]
+    char = CharTokenizer.from_text("ab\ncab")
+    assert default_prompt(char).tolist() == [0] and char.chars[0] == "\n"
+    assert default_prompt(CharTokenizer.from_text("zyx")).tolist() == [0]  # no newline: token 0
+    assert char.decode([1, 2, 7]) == "ab\ufffd"
+
+
+@pytest.mark.parametrize("override", ["model.top_p=0", "model.top_p=1.5", "model.temperature=-1", "model.top_k=-3"])
+def test_sampling_settings_are_validated(override):
+    with pytest.raises(UserError, match="expected temperature >= 0, 0 < top_p <= 1, top_k >= 0"):
+        get_config("gpt-shakespeare-char-cpu", [override])
+
+
+def test_resume_refuses_a_changed_corpus(tmp_path, capsys):
+    from aigc_jax.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question\n" * 40)
+    wd = tmp_path / "run"
+    argv = ["train", "gpt-shakespeare-char-cpu", "--workdir", str(wd), "--no-progress", "--set",
+            f"data.name={corpus}", "--set", "model.layers=1", "--set", "model.width=16", "--set", "model.heads=2",
+            "--set", "model.context=16", "--set", "data.batch_size=8", "--set", "train.num_eval_batches=1",
+            "--set", "model.sample_tokens=4"]
+    assert main([*argv, "--steps", "1"]) == 0
+    corpus.write_text("To be, or not to be: that is the question!\n" * 40)  # new characters: another mapping
+    capsys.readouterr()
+    assert main([*argv, "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "no longer gives the tokenizer this run was trained with" in err and err.count("\n") == 1

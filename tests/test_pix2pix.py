@@ -1,6 +1,7 @@
 """pix2pix numerics: the paired tasks, the U-Net, the objective, player isolation, the baselines, the CLI."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +146,13 @@ def test_training_grid_and_cli_sample(trained, tmp_path, capsys):
     assert main(["sample", str(trained), "--input", str(low), "--out", str(out)]) == 0
     assert Image.open(out).size == ((2 * 30 + 2) * 2, (1 * 30 + 2) * 2)  # input | output
     capsys.readouterr()
+    # `eval`: the test L1 and the bicubic baseline; no noise-sample metrics (they need inputs).
+    assert main(["eval", str(trained), "--num-samples", "16", "--no-progress"]) == 0
+    res = json.loads((trained / "eval.json").read_text())
+    assert np.isfinite(res["test_l1"]) and np.isfinite(res["test_l1_bicubic"])
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--metrics", "fid", "--no-progress"]) == 2
+    assert "--metrics: fid not available for pix2pix-mnist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("make, message", [
@@ -172,3 +180,15 @@ def test_cifar10_subset_is_embedded_and_verified():
     # A user's copy of the same file works through data.path.
     copy = sources.get_source("cifar10-subset", "test", str(embedded.verified(sources.CIFAR10_SUBSET)))
     np.testing.assert_array_equal(copy.images, test.images)
+
+
+def test_read_images_scales_16_bit_png_by_its_own_range(tmp_path):
+    from aigc_jax.data.images import read_images
+
+    ramp = np.linspace(0, 65535, 49).astype(np.uint16).reshape(7, 7)
+    Image.fromarray(ramp).save(tmp_path / "x16.png")
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "x8.png")
+    x16, x8 = read_images(str(tmp_path / "x16.png")), read_images(str(tmp_path / "x8.png"))
+    assert x16.shape == x8.shape == (1, 7, 7, 1)
+    np.testing.assert_allclose(x16[0, ..., 0], ramp / 65535.0, rtol=1e-6)
+    np.testing.assert_allclose(x16, x8, atol=1 / 255)

@@ -24,12 +24,18 @@ def read_images(path: str) -> np.ndarray:
 
         try:
             with Image.open(p) as img:
-                img = img.convert("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
-                x = np.asarray(img)
+                # 16-bit grayscale PNGs open as "I;16*" or "I" (0..65535): convert("L") would clip them at 255.
+                sixteen = img.mode == "I" or img.mode.startswith("I;16")
+                if not sixteen:
+                    img = img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
+                x = np.asarray(img).astype(np.float64)
         except (OSError, UnidentifiedImageError) as e:
             raise UserError(f"--input {path}: cannot read the image ({e})") from None
+        top = 65535.0 if sixteen else 255.0
+        if x.min() < 0 or x.max() > top:
+            raise UserError(f"--input {path}: pixel values outside 0..{top:.0f}")
         x = x[None, ..., None] if x.ndim == 2 else x[None]
-        return x.astype(np.float32) / 255.0
+        return (x / top).astype(np.float32)
     if suffix == ".npz":
         try:
             with np.load(p) as z:

@@ -63,37 +63,51 @@ def train_iterator(source, config: DataConfig, examples_per_step: int):
     return iter(ds.to_iter_dataset(read_options=read))
 
 
-def eval_batches(source, batch_size: int, max_batches: int = 0, multiple_of: int = 1):
-    """Yield ``(batch, mask)`` over a split in order; the last batch is padded (mask 0) to a full batch.
+def eval_batches(source, batch_size: int, max_batches: int = 0, multiple_of: int = 1, max_examples: int = 0):
+    """Yield ``(batch, mask)`` over the first ``max_examples`` (0: all) examples of a split, in order; the last batch
+    is padded (mask 0) to a full batch.
 
-    ``batch_size`` is global; each process yields its own rows. ``mask`` is float32 [local_batch].
+    ``batch_size`` is global; each process yields its own rows. ``mask`` is float32 [local_batch]. Every batch also
+    holds ``"index"``, the examples' global indices (int32), which make the evaluation data transform a fixed
+    function of the example (see `make_device_transform`), whatever the batch size, mesh or number of processes.
     """
     n = len(source)
+    limit = min(n, max_examples) if max_examples > 0 else n
     if multiple_of > 1 and batch_size % multiple_of:
         batch_size += multiple_of - batch_size % multiple_of
     rows = local_batch_slice(batch_size)
-    num = -(-n // batch_size)
+    num = -(-limit // batch_size)
     if max_batches:
         num = min(num, max_batches)
     for b in range(num):
         idx = np.arange(b * batch_size, (b + 1) * batch_size)
-        mask = (idx < n).astype(np.float32)
-        idx = np.minimum(idx, n - 1)
-        batch = source.__getitems__(idx[rows])
+        mask = (idx < limit).astype(np.float32)
+        idx = np.minimum(idx, n - 1)[rows]
+        batch = {**source.__getitems__(idx), "index": idx.astype(np.int32)}
         yield batch, mask[rows]
 
 
 def make_device_transform(config: DataConfig):
     """A pure function ``(batch, key) -> batch`` run inside the jitted step: uint8 -> float32 in [0, 1], then
-    dynamic binarization (x ~ Bernoulli(intensity), a fresh draw for every use) when ``binarize='dynamic'``."""
+    dynamic binarization (x ~ Bernoulli(intensity)) when ``binarize='dynamic'``.
+
+    Training batches get a fresh draw from ``key`` at every use. Evaluation batches (they carry the examples'
+    global ``"index"``, see `eval_batches`) get a fixed binarized test set: example ``i`` is drawn with
+    ``fold_in(key(0), i)``, so every evaluation (any seed, batch size, mesh, -ELBO or IWAE) sees the same images.
+    """
 
     def transform(batch, key):
         out = dict(batch)
+        index = out.pop("index", None)
         if "image" not in batch:  # token batches pass through
             return out
         x = batch["image"].astype(jnp.float32) / 255.0
         if config.binarize == "dynamic":
-            x = jax.random.bernoulli(key, x).astype(jnp.float32)
+            if index is None:
+                x = jax.random.bernoulli(key, x).astype(jnp.float32)
+            else:
+                keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(index)
+                x = jax.vmap(jax.random.bernoulli)(keys, x).astype(jnp.float32)
         out["image"] = x
         return out
 

@@ -60,7 +60,10 @@ class ByteTokenizer:
         return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
 
     def decode(self, ids) -> str:
-        return bytes(int(i) for i in np.asarray(ids).reshape(-1)).decode("utf-8", errors="replace")
+        """Ids past 255 (a model's padded vocab) decode to U+FFFD, as do invalid UTF-8 sequences."""
+        replacement = "\ufffd".encode()
+        return b"".join(bytes((i,)) if i < 256 else replacement
+                        for i in np.asarray(ids).reshape(-1).tolist()).decode("utf-8", errors="replace")
 
     def to_json(self) -> dict:
         return {"kind": "byte"}
@@ -72,6 +75,15 @@ def tokenizer_from_json(data: dict):
     if data.get("kind") == "byte":
         return ByteTokenizer()
     raise UserError(f"unknown tokenizer {data!r}")
+
+
+def default_prompt(tokenizer) -> np.ndarray:
+    """The prompt of samples drawn without one: a newline (the start of a line) if the vocabulary has it, else
+    token 0."""
+    try:
+        return tokenizer.encode("\n")
+    except UserError:
+        return np.zeros(1, np.int32)
 
 
 def save_tokenizer(tok, path: Path) -> None:

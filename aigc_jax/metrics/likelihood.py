@@ -6,7 +6,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from aigc_jax.data import sources
@@ -18,14 +17,13 @@ def importance_weighted_nll(setup, state, k: int, split: str = "test", max_examp
                             seed: int = 0, progress: bool = True) -> dict:
     """Mean of -log p(x) estimated with ``k`` importance samples (Burda et al. 2016), in nats, over a split.
 
-    The data transform (e.g. dynamic binarization) uses the same keys as `aigc_jax.train.evaluate`, so the NLL and
-    the -ELBO refer to the same binarized test images.
+    The evaluation data transform is a fixed function of each example (see `aigc_jax.data.pipeline.eval_batches`),
+    so the NLL and `aigc_jax.train.evaluate`'s -ELBO refer to the same binarized test images at any batch size.
     """
     cfg = setup.config
     model = setup.model
     src = sources.for_experiment(cfg, split)
     bs = batch_size or cfg.data.eval_batch_size
-    n_batches = 0 if not max_examples else -(-max_examples // bs)
 
     def nll_sum(state, batch, mask, key):
         data_key, _ = jax.random.split(key)
@@ -37,15 +35,12 @@ def importance_weighted_nll(setup, state, k: int, split: str = "test", max_examp
                                         meshlib.replicated(setup.mesh)))
     key = jax.random.key(seed + 7919)  # the key sequence of `evaluate`
     total, count = 0.0, 0.0
-    batches = list(eval_batches(src, bs, n_batches, multiple_of=meshlib.batch_shards(setup.mesh)))
+    batches = list(eval_batches(src, bs, max_examples=max_examples, multiple_of=meshlib.batch_shards(setup.mesh)))
     for i, (batch, mask) in enumerate(tqdm(batches, desc=f"IWAE k={k}", disable=not progress, unit="batch")):
-        if max_examples:
-            start = i * len(mask)
-            mask = mask * (np.arange(start, start + len(mask)) < max_examples)
         gb = meshlib.to_global(batch, setup.batch_sharding)
-        gm = jax.make_array_from_process_local_data(setup.batch_sharding, mask.astype(np.float32))
+        gm = jax.make_array_from_process_local_data(setup.batch_sharding, mask)
         total += float(fn(state, gb, gm, jax.random.fold_in(key, i)))
-        count += float(mask.sum()) * jax.process_count()
+        count += float(jnp.sum(gm))
     nll = total / count
     return {f"iwae{k}_nll": nll, "iwae_k": k, "examples": int(count),
             "bits_per_dim": nll / (math.log(2) * math.prod(getattr(cfg.model, "image_shape", (1,))))}

@@ -23,6 +23,7 @@ from aigc_jax.core.config import ExperimentConfig
 from aigc_jax.core.contract import sampling_params
 from aigc_jax.core.errors import NonFiniteLossError, UserError
 from aigc_jax.data import sources
+from aigc_jax.data import text as text_data
 from aigc_jax.data.pipeline import eval_batches, train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import Setup, build_setup
@@ -52,29 +53,31 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
         )
 
 
-def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0) -> dict:
-    """Mean of the model's per-example eval metrics over a split (deterministic: fixed keys per batch)."""
+def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0,
+             max_examples: int = 0) -> dict:
+    """Mean of the model's per-example eval metrics over a split's first ``max_examples`` (0: all; and at most
+    ``max_batches`` batches, default ``train.num_eval_batches``), with the count under ``"examples"``.
+    Deterministic: fixed keys per batch, and a fixed data transform per example (see `eval_batches`)."""
     cfg = setup.config
     src = sources.for_experiment(cfg, split)
     nb = cfg.train.num_eval_batches if max_batches is None else max_batches
     totals: dict[str, jax.Array] = {}
     count = 0.0
     key = jax.random.key(seed + 7919)
-    for i, (batch, mask) in enumerate(
-        eval_batches(src, cfg.data.eval_batch_size, nb, multiple_of=meshlib.batch_shards(setup.mesh))
-    ):
+    for i, (batch, mask) in enumerate(eval_batches(src, cfg.data.eval_batch_size, nb, max_examples=max_examples,
+                                                   multiple_of=meshlib.batch_shards(setup.mesh))):
         gb = meshlib.to_global(batch, setup.batch_sharding)
         gm = jax.make_array_from_process_local_data(setup.batch_sharding, mask)
         sums = setup.eval_step(state, gb, gm, jax.random.fold_in(key, i))
         totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
-        count += float(mask.sum()) * jax.process_count()
-    return {k: float(v) / count for k, v in jax.device_get(totals).items()}
+        count += float(jnp.sum(gm))  # the global count (processes may hold different numbers of padded rows)
+    return {**{k: float(v) / count for k, v in jax.device_get(totals).items()}, "examples": int(count)}
 
 
-def sample_images(setup: Setup, state: dict, num: int, seed: int) -> np.ndarray:
-    """``num`` samples from the model with its grid conditioning (e.g. labels 0..9 repeating), drawn with the
-    model's sampling params (e.g. a GAN's moving-average generator)."""
-    cond = setup.model.sample_conditions(num)
+def sample_images(setup: Setup, state: dict, num: int, seed: int, cond: dict | None = None) -> np.ndarray:
+    """``num`` samples from the model with ``cond`` (default: its grid conditioning, e.g. labels 0..9 repeating),
+    drawn with the model's sampling params (e.g. a GAN's moving-average generator)."""
+    cond = setup.model.sample_conditions(num) if cond is None else cond
     params = sampling_params(setup.model, state["params"], state["model_state"])
     fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))
     return np.asarray(jax.device_get(fn(params, jax.random.key(seed), cond)))
@@ -145,6 +148,10 @@ def train(
     start = ckpt.latest_step()
     if start is not None:
         _check_resumable(ckpt.read_config(start), cfg, workdir)
+        saved_tok = workdir / "tokenizer.json"
+        if tokenizer is not None and saved_tok.is_file() and json.loads(saved_tok.read_text()) != tokenizer.to_json():
+            raise UserError(f"{cfg.data.name!r} no longer gives the tokenizer this run was trained with "
+                            f"({saved_tok}): the text changed; restore it or train into another --workdir")
         _, state = ckpt.restore(setup.abstract_state, iterator, start)
     else:
         start = 0
@@ -182,7 +189,8 @@ def train(
         if getattr(setup.model, "sample_kind", "image") == "text":
             if tokenizer is None:
                 return
-            toks = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1)
+            toks = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1,
+                                 {"prompt": text_data.default_prompt(tokenizer)})
             text = "\n\n---\n\n".join(tokenizer.decode(t) for t in toks)
             out = workdir / "samples" / f"step_{step}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,10 @@ class GPTConfig(ModelConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"bad value {self.dropout} for model.dropout: expected 0 <= dropout < 1")
         parse_rules(self.axis_rules)
+        if self.temperature < 0 or not 0.0 < self.top_p <= 1.0 or self.top_k < 0 or self.sample_tokens < 1:
+            raise UserError(f"model sampling settings temperature={self.temperature}, top_p={self.top_p}, "
+                            f"top_k={self.top_k}, sample_tokens={self.sample_tokens}: expected temperature >= 0, "
+                            "0 < top_p <= 1, top_k >= 0 (0: off) and sample_tokens >= 1")
 
     def rules(self) -> dict[str, str | None]:
         return parse_rules(self.axis_rules)
