@@ -54,7 +54,7 @@ def test_sample_and_eval(trained, tmp_path, capsys):
     assert Image.open(out).size == ((3 * 30 + 2) * 2, (3 * 30 + 2) * 2)
     assert main(["eval", str(trained), "--num-samples", "50", "--iwae-k", "10", "--no-progress"]) == 0
     res = json.loads((trained / "eval.json").read_text())
-    assert res["examples"] == 50 and res["iwae_k"] == 10 and res["test_examples"] == 50
+    assert res["iwae_examples"] == 50 and res["iwae_k"] == 10 and res["test_examples"] == 50
     assert np.isfinite(res["iwae10_nll"]) and np.isfinite(res["test_neg_elbo"])
     assert "iwae10_nll" in capsys.readouterr().out
 

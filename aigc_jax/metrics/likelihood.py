@@ -42,5 +42,5 @@ def importance_weighted_nll(setup, state, k: int, split: str = "test", max_examp
         total += float(fn(state, gb, gm, jax.random.fold_in(key, i)))
         count += float(jnp.sum(gm))
     nll = total / count
-    return {f"iwae{k}_nll": nll, "iwae_k": k, "examples": int(count),
-            "bits_per_dim": nll / (math.log(2) * math.prod(getattr(cfg.model, "image_shape", (1,))))}
+    return {f"iwae{k}_nll": nll, "iwae_k": k, "iwae_examples": int(count),
+            f"iwae{k}_bits_per_dim": nll / (math.log(2) * math.prod(getattr(cfg.model, "image_shape", (1,))))}
