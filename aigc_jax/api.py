@@ -77,7 +77,7 @@ def restore_run(workdir: str | Path, mesh=None, step: int | None = None):
             raise UserError(f"{workdir} has no checkpoints yet")
         if latest not in ckpt.all_steps():
             raise UserError(f"{workdir} has no checkpoint at step {latest} (it has {ckpt.all_steps()})")
-        setup = build_setup(cfg, mesh)
+        setup = build_setup(cfg, mesh, for_training=False)
         _, state = ckpt.restore(setup.abstract_state, None, latest)
     finally:
         ckpt.close()

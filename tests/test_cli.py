@@ -76,6 +76,7 @@ def test_bits_per_dim_of_a_beta_vae_come_from_its_elbo(tmp_path):
         (["train", "vae-mnist", "--set", "data.batch_size=abc"], "bad value 'abc' for data.batch_size"),
         (["train", "vae-mnist", "--mesh", "data=3"], "uses 3 devices but 8 are available"),
         (["train", "vae-mnist", "--set", "data.batch_size=12"], "use a multiple of 8"),
+        (["train", "vae-mnist", "--set", "data.seed=-1"], "bad value -1 for data.seed: expected an integer >= 0"),
         (["train", "vae-mnist", "--steps", "x"], "invalid int value"),
         (["train", "vae-mnist", "--steps", "0"], "bad value 0 for train.steps: expected a positive integer"),
         (["train", "vae-mnist", "--set", "data.name=tfds:"], "needs a dataset name"),
@@ -107,6 +108,19 @@ def test_sample_mistakes(trained, tmp_path, capsys):
 def test_resume_with_a_different_model_is_refused(trained, capsys):
     assert main(["train", "vae-mnist", "--workdir", str(trained), *TINY, "--set", "model.latent_dim=3"]) == 2
     assert "differs in model.latent_dim" in _err_line(capsys)
+    clip = ["--set", "players.vae.optim.clip_norm=1.0"]  # adds a clipping state: another optimizer state
+    assert main(["train", "vae-mnist", "--workdir", str(trained), *TINY, *clip]) == 2
+    assert "differs in players.vae.optim.clip_norm" in _err_line(capsys)
+
+
+def test_resume_may_change_the_learning_rate_and_eval_batch(trained, tmp_path, capsys):
+    import shutil
+
+    wd = tmp_path / "copy"
+    shutil.copytree(trained, wd)
+    changed = ["--set", "players.vae.optim.lr=1e-4", "--set", "data.eval_batch_size=32", "--steps", "6"]
+    assert main(["train", "vae-mnist", "--workdir", str(wd), *TINY, *changed]) == 0
+    assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())[-1] == 6
 
 
 def test_console_script_lists_experiments():

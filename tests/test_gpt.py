@@ -177,6 +177,9 @@ def test_indivisible_sharding_is_a_clear_error(devices):
     with pytest.raises(UserError, match=r"parameter gpt/wte \(65, 32\): dimension 0 \(65\) cannot be split over "
                                         r"mesh axis tensor=2; pad it"):
         build_setup(cfg, meshlib.make_mesh("data=2,fsdp=2,tensor=2", devices))
+    cfg = get_config("gpt-shakespeare-char-cpu", ["model.axis_rules=embed:tensor,mlp:tensor"])
+    with pytest.raises(UserError, match=r"maps two axes of a \('embed', 'mlp'\) weight to the same mesh axis"):
+        build_setup(cfg, meshlib.make_mesh("data=4,tensor=2", devices))
 
 
 def test_cli_text_model_end_to_end(tmp_path, capsys):

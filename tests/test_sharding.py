@@ -68,3 +68,14 @@ def test_mesh_errors(devices):
 
     with pytest.raises(UserError, match=r"data.batch_size=12 cannot be split .* use a multiple of 8"):
         build_setup(api_config("vae-mnist", ["data.batch_size=12"]), meshlib.make_mesh("", devices))
+    build_setup(api_config("vae-mnist", ["data.batch_size=12"]), meshlib.make_mesh("", devices), for_training=False)
+    with pytest.raises(UserError, match="vae has no tensor-parallel layout"):
+        build_setup(get_config("vae-mnist", "tiny"), meshlib.make_mesh("data=4,tensor=2", devices))
+
+
+def test_moving_average_generator_is_sharded_like_the_generator(devices):
+    setup = build_setup(get_config("dcgan-mnist"), meshlib.make_mesh("data=4,fsdp=2", devices))
+    params, ema = setup.state_shardings["params"]["generator"], setup.state_shardings["model_state"]["ema"]
+    assert jax.tree.structure(params) == jax.tree.structure(ema)
+    specs = [(p.spec, e.spec) for p, e in zip(jax.tree.leaves(params), jax.tree.leaves(ema), strict=True)]
+    assert all(p == e for p, e in specs) and any("fsdp" in tuple(p) for p, _ in specs)

@@ -221,6 +221,8 @@ def validate(config: ExperimentConfig) -> None:
         "data.batch_size": d.batch_size,
         "data.eval_batch_size": d.eval_batch_size,
     }
+    if d.seed < 0:
+        raise UserError(f"bad value {d.seed} for data.seed: expected an integer >= 0")
     if d.read_threads < 0:
         raise UserError(f"bad value {d.read_threads} for data.read_threads: expected 0 or a positive integer")
     for k, v in positive.items():

@@ -132,21 +132,24 @@ def _path_key(path) -> tuple:
     return tuple(str(k) for k in path)
 
 
-def follow_params(abstract_tree, abstract_params, params_sharding, mesh: Mesh):
+def follow_params(abstract_tree, abstract_params, params_sharding, mesh: Mesh, below_root: bool = False):
     """Shardings for a tree (an Optax state) whose leaves mirror params: a leaf whose key path ends with a param's
-    key path and has its shape takes that param's sharding; every other leaf (counts, scalars) is replicated."""
-    by_path = {}
+    key path and has its shape takes that param's sharding; every other leaf (counts, scalars) is replicated.
+    ``below_root``: a param's path without its first key (the player's name) matches too."""
+    by_path: dict[tuple, list] = {}
     for (path, a), s in zip(
         jax.tree_util.tree_flatten_with_path(abstract_params)[0], jax.tree.leaves(params_sharding), strict=True
     ):
-        by_path[_path_key(path)] = (a.shape, s)
+        key = _path_key(path)
+        for k in (key, key[1:]) if below_root and len(key) > 1 else (key,):
+            by_path.setdefault(k, []).append((a.shape, s))
 
     def pick(path, leaf):
         key = _path_key(path)
         for start in range(len(key)):
-            hit = by_path.get(key[start:])
-            if hit is not None and hit[0] == leaf.shape:
-                return hit[1]
+            for shape, sharding in by_path.get(key[start:], ()):
+                if shape == leaf.shape:
+                    return sharding
         return replicated(mesh)
 
     return jax.tree_util.tree_map_with_path(pick, abstract_tree)
@@ -171,6 +174,22 @@ def initialize_distributed() -> None:
         jax.distributed.initialize(coordinator_address=coord, num_processes=num, process_id=pid)
     elif os.environ.get("AIGC_JAX_DISTRIBUTED") == "1":
         jax.distributed.initialize()
+
+
+def check_process_rows(mesh: Mesh, global_batch: int) -> None:
+    """Each process feeds its contiguous 1/process_count of every batch (`local_batch_slice`): the mesh's batch
+    axes must lay the batch out that way over the processes' devices."""
+    if jax.process_count() == 1:
+        return
+    index = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
+    starts = [s[0].start or 0 for s in index.values()]
+    stops = [global_batch if s[0].stop is None else s[0].stop for s in index.values()]
+    rows = local_batch_slice(global_batch)
+    if (min(starts), max(stops)) != (rows.start, rows.stop):
+        layout = ",".join(f"{k}={v}" for k, v in mesh.shape.items())
+        raise UserError(f"--mesh {layout}: the batch axes (data x fsdp = {batch_shards(mesh)}) must "
+                        f"split the batch over the {jax.process_count()} processes; put more of the devices on "
+                        "data or fsdp")
 
 
 def local_batch_slice(global_batch: int) -> slice:

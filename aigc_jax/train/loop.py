@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -29,19 +31,30 @@ from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import Setup, build_setup
 from aigc_jax.train.writers import RunWriter, save_grid, save_panels
 
-# Config sections that define the state's structure: a workdir can only be resumed with the same ones.
+# Config sections that define the state's structure or the data stream: a workdir can only be resumed with the
+# same ones, except for the settings below, which change neither (e.g. a lower learning rate after a divergence).
 _STRUCTURAL = ("model_name", "model", "data", "players")
+_FREE_ON_RESUME = {"data.eval_batch_size", "data.read_threads"}
+_FREE_OPTIM_ON_RESUME = {"lr", "schedule", "warmup_steps", "final_lr", "b1", "b2", "eps", "weight_decay"}
 
 
 def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> None:
     current = cfglib.to_dict(config)
     diffs = []
 
+    def free(path: str) -> bool:
+        parts = path.split(".")
+        return path in _FREE_ON_RESUME or (parts[0] == "players" and parts[2:3] == ["optim"]
+                                           and len(parts) == 4 and parts[3] in _FREE_OPTIM_ON_RESUME)
+
     def walk(a, b, prefix):
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
-        elif a != b:
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):  # players by name
+                walk(x, y, f"{prefix}.{x.get('name', i) if isinstance(x, dict) else i}")
+        elif a != b and not free(prefix):
             diffs.append(prefix)
 
     for key in _STRUCTURAL:
@@ -79,7 +92,8 @@ def sample_images(setup: Setup, state: dict, num: int, seed: int, cond: dict | N
     drawn with the model's sampling params (e.g. a GAN's moving-average generator)."""
     cond = setup.model.sample_conditions(num) if cond is None else cond
     params = sampling_params(setup.model, state["params"], state["model_state"])
-    fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c))
+    # A replicated result: every process can read it, also when the params span hosts.
+    fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c), out_shardings=meshlib.replicated(setup.mesh))
     return np.asarray(jax.device_get(fn(params, jax.random.key(seed), cond)))
 
 
@@ -94,7 +108,8 @@ def panel_images(setup: Setup, state: dict, num: int, seed: int, split: str = "t
         data_key, model_key = jax.random.split(key)
         return setup.model.grid_images(params, model_state, setup.transform(b, data_key), model_key)
 
-    out = jax.jit(fn)(state["params"], state["model_state"], batch, jax.random.key(seed))
+    out = jax.jit(fn, out_shardings=meshlib.replicated(setup.mesh))(state["params"], state["model_state"], batch,
+                                                                     jax.random.key(seed))
     return np.asarray(jax.device_get(out))
 
 
@@ -166,7 +181,7 @@ def train(
         summary.update(step=start, message=f"already trained to step {start} (train.steps={total})")
         return summary
 
-    writer = RunWriter(workdir, enabled=primary)
+    writer = RunWriter(workdir, enabled=primary, resume_step=start)
 
     def check_finite():
         bad = int(jax.device_get(state["nonfinite_step"]))
@@ -184,13 +199,14 @@ def train(
         return m
 
     def run_samples(step: int):
-        if not primary:
-            return
+        # Every process draws the samples (params may be sharded across hosts); the first one writes them.
         if getattr(setup.model, "sample_kind", "image") == "text":
             if tokenizer is None:
                 return
             toks = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1,
                                  {"prompt": text_data.default_prompt(tokenizer)})
+            if not primary:
+                return
             text = "\n\n---\n\n".join(tokenizer.decode(t) for t in toks)
             out = workdir / "samples" / f"step_{step}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,16 +215,30 @@ def train(
             return
         if hasattr(setup.model, "grid_images"):  # image-to-image: input | output | target of test examples
             panels = panel_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
-            save_panels(panels, workdir / "samples" / f"step_{step}.png")
+            if primary:
+                save_panels(panels, workdir / "samples" / f"step_{step}.png")
             return
         imgs = sample_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
-        save_grid(imgs, workdir / "samples" / f"step_{step}.png")
+        if primary:
+            save_grid(imgs, workdir / "samples" / f"step_{step}.png")
 
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)
     pending: list[dict] = []
     t_log, steps_since = time.perf_counter(), 0
     step = start
+    # Ctrl-C only raises a flag: the loop checkpoints at the end of the step it is in. (A KeyboardInterrupt raised
+    # mid-step could find the state donated to the step and the data iterator one batch ahead of it.)
+    interrupted: list[bool] = []
+
+    def on_sigint(signum, frame):
+        if interrupted:  # a second Ctrl-C stops at once, without a checkpoint
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        tqdm.write("interrupted: checkpointing at the end of this step (Ctrl-C again to stop at once)")
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
         while step < total:
             batch = next(iterator)
@@ -240,19 +270,18 @@ def train(
                 checkpoint(step, eval_loss)
             if step == stop_at:
                 break
-    except KeyboardInterrupt:
-        # Nothing lost: keep what was trained so far (when it is finite), then stop.
-        bar.close()
-        if step > start and ckpt.latest_step() != step:
-            checkpoint(step)
-        ckpt.close()
-        writer.close()
-        raise
+            if interrupted:
+                if ckpt.latest_step() != step:  # nothing lost: keep what was trained so far (when finite)
+                    checkpoint(step)
+                raise KeyboardInterrupt
     except BaseException:
         bar.close()
         ckpt.close()
         writer.close()
         raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
     bar.close()
     ckpt.close()
     writer.close()

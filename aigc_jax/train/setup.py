@@ -15,6 +15,7 @@ import optax
 from jax.sharding import Mesh
 
 from aigc_jax.core.config import ExperimentConfig
+from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import build_model
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.parallel import mesh as meshlib
@@ -65,15 +66,25 @@ class Setup:
         return init(jax.random.key(seed))
 
 
-def build_setup(config: ExperimentConfig, mesh: Mesh | None = None) -> Setup:
+def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training: bool = True) -> Setup:
+    """The model, optimizers, shardings and jitted steps of ``config`` on ``mesh`` (default: from ``config.mesh``).
+
+    ``for_training=False`` (sampling, evaluation, loading) skips the checks on the training batch, whose size then
+    need not divide the (possibly different) number of devices.
+    """
     model = build_model(config)
     mesh = meshlib.make_mesh(config.mesh) if mesh is None else mesh
     optimizers = make_optimizers(config)
     schedule = tuple((p.name, p.updates_per_step) for p in config.players)
-    meshlib.check_batch(mesh, config.data.batch_size)
+    param_specs = getattr(model, "param_partition_specs", None)
+    if mesh.shape["tensor"] > 1 and param_specs is None:
+        raise UserError(f"--mesh tensor={mesh.shape['tensor']}: {config.model_name} has no tensor-parallel layout "
+                        "(only gpt does); use the data and fsdp axes")
+    if for_training:
+        meshlib.check_batch(mesh, config.data.batch_size)
+        meshlib.check_process_rows(mesh, config.data.batch_size)
     abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k), jax.random.key(0))
 
-    param_specs = getattr(model, "param_partition_specs", None)
     params_sh = meshlib.param_shardings(abstract["params"], mesh, param_specs() if param_specs else None)
     rep = meshlib.replicated(mesh)
     shardings = {
@@ -84,7 +95,9 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None) -> Setup:
             name: meshlib.follow_params(abstract["opt_state"][name], abstract["params"][name], params_sh[name], mesh)
             for name in model.players
         },
-        "model_state": jax.tree.map(lambda _: rep, abstract["model_state"]),
+        # Model state that mirrors a player's params (a GAN's moving-average generator) is sharded like them.
+        "model_state": meshlib.follow_params(abstract["model_state"], abstract["params"], params_sh, mesh,
+                                             below_root=True),
         "nonfinite_step": rep,
     }
     abstract_sharded = jax.tree.map(

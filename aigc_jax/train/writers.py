@@ -48,10 +48,22 @@ def save_panels(panels: np.ndarray, path: str | Path, scale: int = 2) -> Path:
     return save_grid(panels.reshape(n * k, *panels.shape[2:]), path, ncols=per_row * k, scale=scale)
 
 
-class RunWriter:
-    """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl record (None for a line cut short by a crash)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
+
+class RunWriter:
+    """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard.
+
+    ``resume_step``: a run resumed from that checkpoint first drops the records of later steps (written before a
+    crash, and about to be written again), from metrics.jsonl and from TensorBoard's view (``purge_step``).
+    """
+
+    def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.workdir = Path(workdir)
         self._t0 = time.time()
@@ -59,7 +71,15 @@ class RunWriter:
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(logdir=str(self.workdir), flush_secs=30)
+            log = self.workdir / "metrics.jsonl"
+            if resume_step and log.is_file():
+                kept = [line for line in log.read_text().splitlines(keepends=True)
+                        if _step_of(line) is not None and _step_of(line) <= resume_step]
+                tmp = log.with_name(log.name + ".tmp")
+                tmp.write_text("".join(kept))
+                os.replace(tmp, log)
+            self._tb = SummaryWriter(logdir=str(self.workdir), flush_secs=30,
+                                     purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, kind: str, step: int, values: dict) -> None:
         if not self.enabled:

@@ -205,8 +205,16 @@ class GPT:
     def param_partition_specs(self):
         """PartitionSpecs over mesh axes, from the logical names and ``axis_rules``."""
         rules = self.config.rules()
-        return jax.tree.map(lambda spec: P(*(rules.get(n) if n else None for n in spec)), self.logical_axes(),
-                            is_leaf=lambda x: isinstance(x, P))
+
+        def to_mesh(spec):
+            axes = [rules.get(n) if n else None for n in spec]
+            named = [a for a in axes if a is not None]
+            if len(set(named)) < len(named):
+                raise UserError(f"model.axis_rules={self.config.axis_rules!r} maps two axes of a {tuple(spec)} "
+                                "weight to the same mesh axis; give each logical axis of a weight its own mesh axis")
+            return P(*axes)
+
+        return jax.tree.map(to_mesh, self.logical_axes(), is_leaf=lambda x: isinstance(x, P))
 
     # -- the network --------------------------------------------------------------------------------------------
     def init(self, key):
