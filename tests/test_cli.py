@@ -77,6 +77,8 @@ def test_bits_per_dim_of_a_beta_vae_come_from_its_elbo(tmp_path):
         (["train", "vae-mnist", "--mesh", "data=3"], "uses 3 devices but 8 are available"),
         (["train", "vae-mnist", "--set", "data.batch_size=12"], "use a multiple of 8"),
         (["train", "vae-mnist", "--set", "data.seed=-1"], "bad value -1 for data.seed: expected an integer >= 0"),
+        (["train", "pixelcnn-mnist", "--set", "data.binarize=none"], "pixelcnn models binary pixels"),
+        (["train", "vae-mnist", "--set", "data.binarize=none"], "vae models binary pixels"),
         (["train", "vae-mnist", "--steps", "x"], "invalid int value"),
         (["train", "vae-mnist", "--steps", "0"], "bad value 0 for train.steps: expected a positive integer"),
         (["train", "vae-mnist", "--set", "data.name=tfds:"], "needs a dataset name"),

@@ -9,7 +9,8 @@ from aigc_jax.core.errors import UserError
 
 def test_override_types_are_parsed():
     cfg = get_config("vae-mnist", ["train.steps=7", "players.vae.optim.lr=3e-4", "model.hidden=64,32",
-                                   "model.activation=tanh", "data.binarize=none", "model.beta=2"])
+                                   "model.activation=tanh", "data.binarize=none", "model.beta=2",
+                                   "model.likelihood=continuous_bernoulli"])
     assert cfg.train.steps == 7 and isinstance(cfg.train.steps, int)
     assert cfg.player("vae").optim.lr == pytest.approx(3e-4)
     assert cfg.model.hidden == (64, 32)

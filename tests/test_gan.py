@@ -146,6 +146,20 @@ def test_ema_follows_its_update_equation():
     assert model.sampling_params(params, s1)["generator"] is s1["ema"]
 
 
+def test_ema_counts_only_applied_updates_under_gradient_accumulation():
+    cfg, model, opts = _gan("dcgan-mnist", ("players.generator.optim.accumulate_steps=2",))
+    state = init_state(model, opts, jax.random.key(0))
+    step = jax.jit(build_train_step(model, opts, (("generator", 1),), make_device_transform(cfg.data)))
+    s1, _ = step(state, _batch(labels=False))  # accumulated, not applied: params and average unchanged
+    assert tree_equal(s1["params"]["generator"], state["params"]["generator"])
+    ms, ms0 = s1["model_state"], state["model_state"]
+    assert int(ms["ema_count"]) == 0 and tree_equal(ms["ema"], ms0["ema"])
+    assert not tree_equal(ms["g_stats"], ms0["g_stats"])  # the batch statistics still move
+    s2, _ = step(s1, _batch(labels=False))  # applied
+    assert not tree_equal(s2["params"]["generator"], state["params"]["generator"])
+    assert int(s2["model_state"]["ema_count"]) == 1
+
+
 def test_conditional_samples_follow_the_label_and_config_errors():
     cfg, model, opts = _gan("cgan-mnist")
     params, state = model.init(jax.random.key(0))

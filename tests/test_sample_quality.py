@@ -74,7 +74,7 @@ def test_eval_cli_writes_sample_metrics_with_their_provenance(tmp_path, monkeypa
     assert {k: res["reference"][k] for k in ("dataset", "split", "count")} == {"dataset": "mnist", "split": "test",
                                                                                 "count": 10000}
     assert len(res["reference"]["data_sha256"]) == 64
-    assert res["num_samples"] == 40 and res["pr_count"] == 40
+    assert res["num_samples"] == 40 and res["pr_count"] == 40 and res["sample_quantization"] == "uint8"
     for k in ("fid", "kid_mean", "kid_std", "is_mean", "real_is_mean", "precision", "recall", "label_accuracy"):
         assert np.isfinite(res[k]), k
     assert 9.0 < res["real_is_mean"] < 10.0  # the real test set under lenet-mnist (measured 9.72)

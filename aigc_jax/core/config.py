@@ -242,6 +242,9 @@ def validate(config: ExperimentConfig) -> None:
     check = getattr(config.model, "validate", None)
     if check is not None:
         check()
+    if getattr(config.model, "needs_binary_data", False) and d.binarize == "none":
+        raise UserError(f"{config.model_name} models binary pixels (a Bernoulli likelihood): set "
+                        "data.binarize=dynamic; on grey-level data its NLL would not be a likelihood")
 
 
 # ----------------------------------------------------------------------------------------------------------------

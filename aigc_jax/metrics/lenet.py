@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from aigc_jax.core.errors import UserError
-from aigc_jax.nn.linear import dense
 
 VERSION = "v1"
 SHA256 = "269203280906564ce91dac1462423e16c7b236dd195fe4e4e5efeb742758f14e"
@@ -58,8 +57,14 @@ PARAM_SHAPES: dict[str, tuple[int, ...]] = {
 # --------------------------------------------------------------------------------------------------- network
 
 
+# Full float32 everywhere: accelerators would otherwise run the convs and matmuls in TF32/bf16, and a metric's
+# features must not depend on the device.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
 def _conv_relu_pool(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=_HIGHEST)
     y = jax.nn.relu(y + b.reshape(1, 1, 1, -1))
     n, h, w_, c = y.shape
     return y.reshape(n, h // 2, 2, w_ // 2, 2, c).max(axis=(2, 4))
@@ -70,8 +75,8 @@ def apply(params: dict[str, jax.Array], images: jax.Array) -> tuple[jax.Array, j
     x = _conv_relu_pool(images, params["conv1.w"], params["conv1.b"])
     x = _conv_relu_pool(x, params["conv2.w"], params["conv2.b"])
     x = x.reshape(x.shape[0], -1)
-    features = jax.nn.relu(dense(x, params["fc1.w"]) + params["fc1.b"][None, :])
-    logits = dense(features, params["fc2.w"]) + params["fc2.b"][None, :]
+    features = jax.nn.relu(jnp.matmul(x, params["fc1.w"], precision=_HIGHEST) + params["fc1.b"][None, :])
+    logits = jnp.matmul(features, params["fc2.w"], precision=_HIGHEST) + params["fc2.b"][None, :]
     return features, logits
 
 

@@ -79,7 +79,7 @@ def reference_features(extractor: FeatureExtractor, source, dataset: str, split:
     result = {"features": np.concatenate(feats), "logits": np.concatenate(logits), **meta}
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp.npz")  # one per writer
         np.savez(tmp, features=result["features"], logits=result["logits"], **{k: np.asarray(v) for k, v in
                                                                               meta.items()})
         os.replace(tmp, path)
@@ -132,10 +132,13 @@ def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str =
     ref = reference_features(ext, sources.for_experiment(cfg, "test"), dataset, "test", batch_size=batch_size,
                              progress=progress)
     images, labels = generate(setup, state, num_samples, seed, batch_size, progress)
+    # Samples are rounded to 8 bits, like the references and like the reference tools' inputs (PNG files for
+    # pytorch-fid and TTUR, uint8 tensors for torch-fidelity and clean-fid).
+    images = np.round(np.clip(images, 0.0, 1.0) * 255.0) / np.float32(255.0)
     out = ext(images, batch_size=batch_size)
     fake_f, fake_p = out["features"], _softmax(out["logits"])
     result: dict = {"extractor": ext.id, "reference": {k: ref[k] for k in ("dataset", "split", "count", "data_sha256")},
-                    "num_samples": num_samples, "sample_seed": seed}
+                    "num_samples": num_samples, "sample_seed": seed, "sample_quantization": "uint8"}
     if "fid" in metrics:
         result["fid"] = distribution.fid(ref["features"], fake_f)
     if "kid" in metrics:

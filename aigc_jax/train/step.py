@@ -80,7 +80,11 @@ def build_train_step(
                     updates, o = opt.update(grads, o, p)
                     p = optax.apply_updates(p, updates)
                     if after_update is not None:  # e.g. a GAN's EMA of generator weights, from the updated params
-                        new_ms = after_update(player, {**params, player: p}, new_ms)
+                        after = after_update(player, {**params, player: p}, new_ms)
+                        if isinstance(opt, optax.MultiSteps):  # accumulating: only a step that applied counts
+                            applied = opt.has_updated(o)
+                            after = jax.tree.map(lambda a, b: jnp.where(applied, a, b), after, new_ms)
+                        new_ms = after
                     return p, o, new_ms
 
                 def skip(operands):

@@ -33,6 +33,7 @@ class PixelCNNConfig(ModelConfig):
     kernel: int = 5  # k: vertical kernel (k//2 + 1) x k, horizontal 1 x (k//2 + 1)
     head_channels: int = 256
     num_classes: int = 0  # > 0: class-conditional
+    needs_binary_data = True  # (a class attribute, not a config field) Bernoulli pixels
 
     def validate(self) -> None:
         if len(self.image_shape) != 3 or self.image_shape[2] != 1:

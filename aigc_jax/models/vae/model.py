@@ -40,6 +40,11 @@ class VAEConfig(ModelConfig):
     iwae_samples: int = 1000  # k of the importance-weighted NLL estimate reported by `eval`
     iwae_chunk: int = 100  # samples decoded at once in the IWAE estimate (memory vs speed)
 
+    @property
+    def needs_binary_data(self) -> bool:
+        """A Bernoulli decoder is a likelihood of binary pixels only (grey data: continuous_bernoulli)."""
+        return self.likelihood == "bernoulli"
+
     def validate(self) -> None:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise UserError(f"bad model.image_shape {self.image_shape}: expected H,W,C")
