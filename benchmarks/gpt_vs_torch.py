@@ -116,11 +116,16 @@ def main() -> None:
     except ImportError:
         print(json.dumps({"skipped": "torch not installed (pip install -e '.[bench]')"}))
         return
+    load_before = os.getloadavg()[0]
     peak = matmul_peak()
+    # Eager torch with OpenMP's default spin-waiting slows down many times when other processes share the cores
+    # (XLA does not): the policy and the load are part of the result.
     result = {"jax": jax.__version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
               "matmul_peak_gflops": round(peak / 1e9, 1), "sizes": {}}
     for name, overrides in SIZES.items():
         result["sizes"][name] = bench(name, overrides, args.steps, args.rounds, peak)
+    result["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     emit(result, args.out)
 
 

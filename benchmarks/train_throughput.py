@@ -91,7 +91,8 @@ def _run_trainer(name: str, steps: int, workdir: Path) -> tuple[dict, float, flo
     cfg = get_config(name, [f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
                             "train.sample_every=0", f"train.checkpoint_every={max(steps // 3, 1)}",
                             "train.num_eval_batches=4"])
-    # Keep the learning-rate schedule of the full run so all three loops do the same arithmetic.
+    # The trainer's schedule spans these `steps` (the bare loop and the torch twin keep the full run's): the
+    # arithmetic per step is the same, but its reported loss is not comparable with theirs.
     t = time.perf_counter()
     summary = train(cfg, workdir, progress=False)
     wall = time.perf_counter() - t
@@ -170,7 +171,7 @@ def bench_torch(steps: int) -> dict:
         float(loss)
 
     return {"steps_per_sec": round(_timed(run, steps), 2), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
 
 
 # -- DCGAN -------------------------------------------------------------------------------------------------------
@@ -314,6 +315,7 @@ def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int
 
 def bench_vae_side_by_side(args) -> dict:
     # The trainer and the bare loop alternate, three rounds, so that machine noise hits both alike; medians.
+    load_before = os.getloadavg()[0]
     bare_run = make_bare()
     trainer_runs, bare_runs = [], []
     for _ in range(args.rounds):
@@ -331,6 +333,7 @@ def bench_vae_side_by_side(args) -> dict:
     if "steps_per_sec" in torch_res:
         side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / torch_res["steps_per_sec"], 3)
         side["jax_bare_over_torch"] = round(bare / torch_res["steps_per_sec"], 3)
+    side["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     return side
 
 

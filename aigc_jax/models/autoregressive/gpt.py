@@ -289,7 +289,8 @@ class GPT:
             if p + num_new > cfg.context:
                 raise ValueError(f"prompt ({p}) + new tokens ({num_new}) exceed the context ({cfg.context}); "
                                  "use use_cache=False for a sliding window")
-            logits, cache = self.apply(params, prompt, None, self.init_cache(b), 0)
+            # A cache of the positions this call fills, not the whole context: attention cost grows with it.
+            logits, cache = self.apply(params, prompt, None, self.init_cache(b, p + num_new), 0)
 
             def step(cache, tok, position):
                 out, cache = self.apply(params, tok[:, None], None, cache, position)

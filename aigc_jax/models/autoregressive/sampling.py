@@ -14,8 +14,9 @@ import jax.numpy as jnp
 
 
 def filter_logits(logits: jax.Array, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-    """Scale by 1/temperature, keep the ``top_k`` largest logits (0: all) and the smallest set of tokens whose
-    probability mass reaches ``top_p`` (the most likely token is always kept); the rest become -inf."""
+    """Scale by 1/temperature, keep the logits at least as large as the ``top_k``-th largest (0: all; tokens tied
+    with it are kept too, as in nanoGPT and Hugging Face) and the smallest set of tokens whose probability mass
+    reaches ``top_p`` (the most likely token is always kept); the rest become -inf."""
     logits = logits.astype(jnp.float32) / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
