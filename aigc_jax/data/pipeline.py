@@ -13,10 +13,11 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from aigc_jax.core.config import DataConfig
 from aigc_jax.core.errors import UserError
-from aigc_jax.parallel.mesh import local_batch_slice
+from aigc_jax.parallel.mesh import batch_shards, local_batch_slice, to_global
 
 # Length of the endless training stream (Grain needs a finite length; no run comes near it).
 _STREAM_LEN = 2**40
@@ -85,6 +86,28 @@ def eval_batches(source, batch_size: int, max_batches: int = 0, multiple_of: int
         idx = np.minimum(idx, n - 1)[rows]
         batch = {**source.__getitems__(idx), "index": idx.astype(np.int32)}
         yield batch, mask[rows]
+
+
+EVAL_KEY = 7919  # evaluations draw their keys as fold_in(key(seed + EVAL_KEY), batch index)
+
+
+def masked_sums(fn, source, batch_size: int, batch_sharding, key, max_batches: int = 0, max_examples: int = 0,
+                progress: str = "") -> tuple[dict, float]:
+    """Run ``fn(global_batch, global_mask, key_i) -> {name: masked sum}`` over `eval_batches` of a split (batch
+    ``i`` gets ``fold_in(key, i)``); returns the summed dict and the global number of examples counted.
+    ``progress``: a tqdm description (empty: no bar)."""
+    batches = eval_batches(source, batch_size, max_batches, max_examples=max_examples,
+                           multiple_of=batch_shards(batch_sharding.mesh))
+    totals = None
+    count = 0.0
+    for i, (batch, mask) in enumerate(tqdm(list(batches) if progress else batches, desc=progress, unit="batch",
+                                           disable=not progress)):
+        gb = to_global(batch, batch_sharding)
+        gm = jax.make_array_from_process_local_data(batch_sharding, mask)
+        sums = fn(gb, gm, jax.random.fold_in(key, i))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        count += float(jnp.sum(gm))  # the global count (processes may hold different numbers of padded rows)
+    return jax.device_get(totals), count
 
 
 def make_device_transform(config: DataConfig):

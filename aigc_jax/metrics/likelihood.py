@@ -6,10 +6,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
 
 from aigc_jax.data import sources
-from aigc_jax.data.pipeline import eval_batches
+from aigc_jax.data.pipeline import EVAL_KEY, masked_sums
 from aigc_jax.parallel import mesh as meshlib
 
 
@@ -33,14 +32,9 @@ def importance_weighted_nll(setup, state, k: int, split: str = "test", max_examp
 
     fn = jax.jit(nll_sum, in_shardings=(setup.state_shardings, setup.batch_sharding, setup.batch_sharding,
                                         meshlib.replicated(setup.mesh)))
-    key = jax.random.key(seed + 7919)  # the key sequence of `evaluate`
-    total, count = 0.0, 0.0
-    batches = list(eval_batches(src, bs, max_examples=max_examples, multiple_of=meshlib.batch_shards(setup.mesh)))
-    for i, (batch, mask) in enumerate(tqdm(batches, desc=f"IWAE k={k}", disable=not progress, unit="batch")):
-        gb = meshlib.to_global(batch, setup.batch_sharding)
-        gm = jax.make_array_from_process_local_data(setup.batch_sharding, mask)
-        total += float(fn(state, gb, gm, jax.random.fold_in(key, i)))
-        count += float(jnp.sum(gm))
-    nll = total / count
+    total, count = masked_sums(lambda b, m, key: fn(state, b, m, key), src, bs, setup.batch_sharding,
+                               jax.random.key(seed + EVAL_KEY), max_examples=max_examples,
+                               progress=f"IWAE k={k}" if progress else "")
+    nll = float(total) / count
     return {f"iwae{k}_nll": nll, "iwae_k": k, "iwae_examples": int(count),
             f"iwae{k}_bits_per_dim": nll / (math.log(2) * math.prod(getattr(cfg.model, "image_shape", (1,))))}

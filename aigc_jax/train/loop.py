@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -26,7 +25,7 @@ from aigc_jax.core.contract import sampling_params
 from aigc_jax.core.errors import NonFiniteLossError, UserError
 from aigc_jax.data import sources
 from aigc_jax.data import text as text_data
-from aigc_jax.data.pipeline import eval_batches, train_iterator
+from aigc_jax.data.pipeline import EVAL_KEY, masked_sums, train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import Setup, build_setup
 from aigc_jax.train.writers import RunWriter, save_grid, save_panels
@@ -72,19 +71,11 @@ def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None =
     ``max_batches`` batches, default ``train.num_eval_batches``), with the count under ``"examples"``.
     Deterministic: fixed keys per batch, and a fixed data transform per example (see `eval_batches`)."""
     cfg = setup.config
-    src = sources.for_experiment(cfg, split)
     nb = cfg.train.num_eval_batches if max_batches is None else max_batches
-    totals: dict[str, jax.Array] = {}
-    count = 0.0
-    key = jax.random.key(seed + 7919)
-    for i, (batch, mask) in enumerate(eval_batches(src, cfg.data.eval_batch_size, nb, max_examples=max_examples,
-                                                   multiple_of=meshlib.batch_shards(setup.mesh))):
-        gb = meshlib.to_global(batch, setup.batch_sharding)
-        gm = jax.make_array_from_process_local_data(setup.batch_sharding, mask)
-        sums = setup.eval_step(state, gb, gm, jax.random.fold_in(key, i))
-        totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
-        count += float(jnp.sum(gm))  # the global count (processes may hold different numbers of padded rows)
-    return {**{k: float(v) / count for k, v in jax.device_get(totals).items()}, "examples": int(count)}
+    totals, count = masked_sums(lambda b, m, k: setup.eval_step(state, b, m, k), sources.for_experiment(cfg, split),
+                                cfg.data.eval_batch_size, setup.batch_sharding, jax.random.key(seed + EVAL_KEY),
+                                nb, max_examples)
+    return {**{k: float(v) / count for k, v in totals.items()}, "examples": int(count)}
 
 
 def sample_images(setup: Setup, state: dict, num: int, seed: int, cond: dict | None = None) -> np.ndarray:
@@ -162,11 +153,16 @@ def train(
     cfg_dict = cfglib.to_dict(cfg)
     start = ckpt.latest_step()
     if start is not None:
-        _check_resumable(ckpt.read_config(start), cfg, workdir)
-        saved_tok = workdir / "tokenizer.json"
-        if tokenizer is not None and saved_tok.is_file() and json.loads(saved_tok.read_text()) != tokenizer.to_json():
-            raise UserError(f"{cfg.data.name!r} no longer gives the tokenizer this run was trained with "
-                            f"({saved_tok}): the text changed; restore it or train into another --workdir")
+        try:
+            _check_resumable(ckpt.read_config(start), cfg, workdir)
+            saved_tok = workdir / "tokenizer.json"
+            if (tokenizer is not None and saved_tok.is_file()
+                    and json.loads(saved_tok.read_text()) != tokenizer.to_json()):
+                raise UserError(f"{cfg.data.name!r} no longer gives the tokenizer this run was trained with "
+                                f"({saved_tok}): the text changed; restore it or train into another --workdir")
+        except UserError:
+            ckpt.close()
+            raise
         _, state = ckpt.restore(setup.abstract_state, iterator, start)
     else:
         start = 0
