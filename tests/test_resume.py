@@ -6,6 +6,7 @@ import json
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from aigc_jax.api import get_config, restore_run
 from aigc_jax.core.errors import NonFiniteLossError
@@ -18,9 +19,16 @@ def _cfg(steps=6, extra=()):
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted 6-step run that the interrupted ones must equal."""
+    wd = tmp_path_factory.mktemp("straight") / "run"
+    train(_cfg(6), wd, progress=False)
+    return jax.device_get(restore_run(wd)[1])
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, straight):
     cfg = _cfg(6)
-    train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", progress=False, stop_at=3)  # stop mid-interval (last checkpoint: 3)
     _, mid, step = restore_run(tmp_path / "resumed")
     assert step == 3
@@ -32,23 +40,19 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert all(r["loss"] != 1.0 for r in records if r["kind"] == "train")
-    _, a, sa = restore_run(tmp_path / "straight")
     _, b, sb = restore_run(tmp_path / "resumed")
-    assert sa == sb == 6
-    assert tree_equal(jax.device_get(a), jax.device_get(b))
+    assert sb == 6
+    assert tree_equal(straight, jax.device_get(b))
     assert not tree_equal(jax.device_get(mid["params"]), jax.device_get(b["params"]))
 
 
-def test_ctrl_c_checkpoints_the_step_it_interrupts_and_resumes_exactly(tmp_path, monkeypatch):
+def test_ctrl_c_checkpoints_the_step_it_interrupts_and_resumes_exactly(tmp_path, monkeypatch, straight):
     import os
     import signal
-
-    import pytest
 
     from aigc_jax.parallel import mesh as meshlib
 
     cfg = _cfg(6)
-    train(cfg, tmp_path / "straight", progress=False)
     calls, to_global = [], meshlib.to_global
 
     def interrupt_at_the_third_batch(batch, sharding):  # after the iterator has moved, before the step ran
@@ -64,9 +68,7 @@ def test_ctrl_c_checkpoints_the_step_it_interrupts_and_resumes_exactly(tmp_path,
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
     assert restore_run(tmp_path / "ctrlc")[2] == 3
     assert train(cfg, tmp_path / "ctrlc", progress=False)["start_step"] == 3
-    _, a, _ = restore_run(tmp_path / "straight")
-    _, b, _ = restore_run(tmp_path / "ctrlc")
-    assert tree_equal(jax.device_get(a), jax.device_get(b))
+    assert tree_equal(straight, jax.device_get(restore_run(tmp_path / "ctrlc")[1]))
 
 
 def test_nan_loss_stops_the_run_and_is_never_checkpointed(tmp_path):
