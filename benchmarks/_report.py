@@ -3,7 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+
+def omp_wait_policy() -> str:
+    """OpenMP's wait policy: eager torch with the default spin-waiting slows down many times when other processes
+    share the cores (XLA does not), so every torch figure records it."""
+    return os.environ.get("OMP_WAIT_POLICY", "default")
+
+
+class LoadAverage:
+    """The 1-minute load average at creation and at ``record()``: ``load = LoadAverage(); ...; load.record()``."""
+
+    def __init__(self):
+        self.before = os.getloadavg()[0]
+
+    def record(self) -> dict:
+        return {"before": round(self.before, 2), "after": round(os.getloadavg()[0], 2)}
 
 
 def emit(result: dict, out: str = "") -> None:

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import emit  # noqa: E402
+from _report import LoadAverage, emit, omp_wait_policy  # noqa: E402
 
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.data import sources  # noqa: E402
@@ -116,16 +116,13 @@ def main() -> None:
     except ImportError:
         print(json.dumps({"skipped": "torch not installed (pip install -e '.[bench]')"}))
         return
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     peak = matmul_peak()
-    # Eager torch with OpenMP's default spin-waiting slows down many times when other processes share the cores
-    # (XLA does not): the policy and the load are part of the result.
     result = {"jax": jax.__version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-              "matmul_peak_gflops": round(peak / 1e9, 1), "sizes": {}}
+              "omp_wait_policy": omp_wait_policy(), "matmul_peak_gflops": round(peak / 1e9, 1), "sizes": {}}
     for name, overrides in SIZES.items():
         result["sizes"][name] = bench(name, overrides, args.steps, args.rounds, peak)
-    result["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    result["load_avg_1m"] = load.record()
     emit(result, args.out)
 
 

@@ -40,7 +40,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import emit  # noqa: E402
+from _report import LoadAverage, emit, omp_wait_policy  # noqa: E402
 
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.core.registry import list_experiments  # noqa: E402
@@ -171,7 +171,7 @@ def bench_torch(steps: int) -> dict:
         float(loss)
 
     return {"steps_per_sec": round(_timed(run, steps), 2), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+            "threads": torch.get_num_threads(), "omp_wait_policy": omp_wait_policy()}
 
 
 # -- DCGAN -------------------------------------------------------------------------------------------------------
@@ -270,15 +270,13 @@ def make_torch_gan():
             float(loss.detach())  # wait for the last step
 
     run(20)  # warm-up (oneDNN primitive caches, allocator)
-    # OpenMP's spin-waiting (the default) collapses when other processes share the cores; recorded so that a run
-    # with OMP_WAIT_POLICY=PASSIVE is recognisable.
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "params": counts,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+            "omp_wait_policy": omp_wait_policy()}
     return (lambda steps: _timed(run, steps, warmup=0)), info
 
 
 def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int, rounds: int) -> dict:
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     bare_run, jax_counts = make_bare_gan()
     twin = make_torch_gan()
     if twin is not None:
@@ -309,13 +307,13 @@ def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int
         side["torch"] = {"steps_per_sec": round(t, 2), "rounds": torch_runs, **twin[1]}
         side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / t, 3)
         side["jax_bare_over_torch"] = round(bare / t, 3)
-    side["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    side["load_avg_1m"] = load.record()
     return side
 
 
 def bench_vae_side_by_side(args) -> dict:
     # The trainer and the bare loop alternate, three rounds, so that machine noise hits both alike; medians.
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     bare_run = make_bare()
     trainer_runs, bare_runs = [], []
     for _ in range(args.rounds):
@@ -333,7 +331,7 @@ def bench_vae_side_by_side(args) -> dict:
     if "steps_per_sec" in torch_res:
         side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / torch_res["steps_per_sec"], 3)
         side["jax_bare_over_torch"] = round(bare / torch_res["steps_per_sec"], 3)
-    side["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    side["load_avg_1m"] = load.record()
     return side
 
 

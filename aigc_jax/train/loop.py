@@ -7,6 +7,7 @@ a model family: everything model-specific comes through the contract in `aigc_ja
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import signal
@@ -33,18 +34,14 @@ from aigc_jax.train.writers import RunWriter, save_grid, save_panels
 # Config sections that define the state's structure or the data stream: a workdir can only be resumed with the
 # same ones, except for the settings below, which change neither (e.g. a lower learning rate after a divergence).
 _STRUCTURAL = ("model_name", "model", "data", "players")
-_FREE_ON_RESUME = {"data.eval_batch_size", "data.read_threads"}
-_FREE_OPTIM_ON_RESUME = {"lr", "schedule", "warmup_steps", "final_lr", "b1", "b2", "eps", "weight_decay"}
+_FREE_ON_RESUME = ("data.eval_batch_size", "data.read_threads",
+                   *(f"players.*.optim.{k}" for k in ("lr", "schedule", "warmup_steps", "final_lr", "b1", "b2", "eps",
+                                                     "weight_decay")))
 
 
 def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> None:
     current = cfglib.to_dict(config)
     diffs = []
-
-    def free(path: str) -> bool:
-        parts = path.split(".")
-        return path in _FREE_ON_RESUME or (parts[0] == "players" and parts[2:3] == ["optim"]
-                                           and len(parts) == 4 and parts[3] in _FREE_OPTIM_ON_RESUME)
 
     def walk(a, b, prefix):
         if isinstance(a, dict) and isinstance(b, dict):
@@ -53,7 +50,7 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
             for i, (x, y) in enumerate(zip(a, b, strict=True)):  # players by name
                 walk(x, y, f"{prefix}.{x.get('name', i) if isinstance(x, dict) else i}")
-        elif a != b and not free(prefix):
+        elif a != b and not any(fnmatch.fnmatchcase(prefix, pattern) for pattern in _FREE_ON_RESUME):
             diffs.append(prefix)
 
     for key in _STRUCTURAL:
@@ -196,27 +193,28 @@ def train(
 
     def run_samples(step: int):
         # Every process draws the samples (params may be sharded across hosts); the first one writes them.
-        if getattr(setup.model, "sample_kind", "image") == "text":
-            if tokenizer is None:
-                return
-            toks = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1,
-                                 {"prompt": text_data.default_prompt(tokenizer)})
-            if not primary:
-                return
-            text = "\n\n---\n\n".join(tokenizer.decode(t) for t in toks)
-            out = workdir / "samples" / f"step_{step}.txt"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.with_name(out.name + ".tmp").write_text(text)
-            os.replace(out.with_name(out.name + ".tmp"), out)
+        text = getattr(setup.model, "sample_kind", "image") == "text"
+        paired = hasattr(setup.model, "grid_images")  # image-to-image: input | output | target of test examples
+        if text and tokenizer is None:
             return
-        if hasattr(setup.model, "grid_images"):  # image-to-image: input | output | target of test examples
-            panels = panel_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
-            if primary:
-                save_panels(panels, workdir / "samples" / f"step_{step}.png")
+        if text:
+            out = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1,
+                                {"prompt": text_data.default_prompt(tokenizer)})
+        elif paired:
+            out = panel_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
+        else:
+            out = sample_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
+        if not primary:
             return
-        imgs = sample_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
-        if primary:
-            save_grid(imgs, workdir / "samples" / f"step_{step}.png")
+        path = workdir / "samples" / f"step_{step}.{'txt' if text else 'png'}"
+        if text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_name(path.name + ".tmp").write_text("\n\n---\n\n".join(tokenizer.decode(t) for t in out))
+            os.replace(path.with_name(path.name + ".tmp"), path)
+        elif paired:
+            save_panels(out, path)
+        else:
+            save_grid(out, path)
 
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)
