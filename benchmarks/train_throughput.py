@@ -15,7 +15,8 @@ Prints one JSON object:
   trainer on `dcgan-mnist` (as above), a bare hand-written `jax.jit` step (D update, G update, EMA; no NaN guard)
   and the PyTorch eager twin in `benchmarks/torch_dcgan.py` (same layer shapes; parameter counts asserted equal).
   The three alternate within each round (medians over rounds); ratios trainer/bare and jax/torch. Also the jitted
-  train step of `wgan-gp-mnist` (5 critic updates with gradient penalty + 1 generator update per step), JAX only.
+  train step of `wgan-gp-mnist` (its n_critic critic updates with the gradient penalty + 1 generator update),
+  JAX only.
   The 1-minute load average before and after is recorded: on a shared machine it explains outliers.
 
 ``--only`` picks parts (default all): ``vae`` and ``dcgan`` (the side-by-sides), ``experiments`` (every experiment).
@@ -360,7 +361,7 @@ def main() -> None:
     if "dcgan" in parts:
         result["dcgan_mnist_side_by_side"] = bench_gan_side_by_side(args.gan_trainer_steps, args.gan_steps,
                                                                     args.gan_steps, args.rounds)
-        # Few steps: its 5 critic updates run in a lax.scan, far slower than unrolled under XLA:CPU.
+        # Few steps: with n_critic > 1 the critic updates run in a lax.scan, far slower than unrolled under XLA:CPU.
         result["wgan_gp_mnist_jit_step"] = bench_experiment("wgan-gp-mnist", args.wgan_steps, warmup=2)
     if "experiments" in parts:
         # Per-experiment numbers last: their live iterators and states must not weigh on the side-by-sides.
