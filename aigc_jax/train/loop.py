@@ -29,7 +29,7 @@ from aigc_jax.data import text as text_data
 from aigc_jax.data.pipeline import EVAL_KEY, masked_sums, train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import Setup, build_setup
-from aigc_jax.train.writers import RunWriter, save_grid, save_panels
+from aigc_jax.train.writers import RunWriter, save_grid, save_panels, save_text
 
 # Config sections that define the state's structure or the data stream: a workdir can only be resumed with the
 # same ones, except for the settings below, which change neither (e.g. a lower learning rate after a divergence).
@@ -102,9 +102,7 @@ def panel_images(setup: Setup, state: dict, num: int, seed: int, split: str = "t
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    save_text(json.dumps(data, indent=2) + "\n", path)
 
 
 def train(
@@ -193,28 +191,21 @@ def train(
 
     def run_samples(step: int):
         # Every process draws the samples (params may be sharded across hosts); the first one writes them.
-        text = getattr(setup.model, "sample_kind", "image") == "text"
-        paired = hasattr(setup.model, "grid_images")  # image-to-image: input | output | target of test examples
-        if text and tokenizer is None:
-            return
-        if text:
-            out = sample_images(setup, state, min(cfg.train.num_samples, 4), cfg.train.seed + 1,
-                                {"prompt": text_data.default_prompt(tokenizer)})
-        elif paired:
-            out = panel_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
+        seed, path = cfg.train.seed + 1, workdir / "samples" / f"step_{step}.png"
+        if getattr(setup.model, "sample_kind", "image") == "text":
+            if tokenizer is None:
+                return
+            toks = sample_images(setup, state, min(cfg.train.num_samples, 4), seed,
+                                 {"prompt": text_data.default_prompt(tokenizer)})
+            write = lambda: save_text("\n\n---\n\n".join(tokenizer.decode(t) for t in toks), path.with_suffix(".txt"))
+        elif hasattr(setup.model, "grid_images"):  # image-to-image: input | output | target of test examples
+            panels = panel_images(setup, state, cfg.train.num_samples, seed)
+            write = lambda: save_panels(panels, path)
         else:
-            out = sample_images(setup, state, cfg.train.num_samples, cfg.train.seed + 1)
-        if not primary:
-            return
-        path = workdir / "samples" / f"step_{step}.{'txt' if text else 'png'}"
-        if text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_name(path.name + ".tmp").write_text("\n\n---\n\n".join(tokenizer.decode(t) for t in out))
-            os.replace(path.with_name(path.name + ".tmp"), path)
-        elif paired:
-            save_panels(out, path)
-        else:
-            save_grid(out, path)
+            images = sample_images(setup, state, cfg.train.num_samples, seed)
+            write = lambda: save_grid(images, path)
+        if primary:
+            write()
 
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)

@@ -25,6 +25,16 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
     return (np.clip(grid, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
+def save_text(text: str, path: str | Path) -> Path:
+    """Write a text file atomically (a temp file renamed into place), creating its directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, scale: int = 2) -> Path:
     """Write images as one PNG grid (atomically: a temp file renamed into place)."""
     path = Path(path)
