@@ -1,10 +1,18 @@
 """Matrix products with a hand-written backward pass.
 
-`dense(x, w)` is ``x @ w`` for ``x [..., K]`` and ``w [K, M]``. Its VJP computes the weight gradient as one
-explicit ``[K, N] @ [N, M]`` product. Under XLA:CPU (jaxlib 0.10) the automatic transpose of a chain of these
-products fuses the transposed copy of the weight-gradient operand with the whole elementwise backward of the
-residual stream (LayerNorm, GELU, adds) into loop fusions that ran 4-5 ms each for a 768x128 tensor; with this VJP a
-4-layer GPT's gradient went from 86 ms to 51 ms on 2 cores, with the same numbers up to float rounding.
+`dense(x, w)` is ``x @ w`` for ``x [..., K]`` and ``w [K, M]`` in ``x``'s dtype: ``w`` is cast to it (so a float32
+master weight serves bfloat16 activations), products accumulate in float32, and the weight gradient comes back in
+``w``'s dtype. The VJP computes the weight gradient as one explicit ``[K, N] @ [N, M]`` product. Two XLA:CPU
+(jaxlib 0.10) behaviours shape it:
+
+- float32: the automatic transpose of a chain of these products fuses the transposed copy of the weight-gradient
+  operand with the whole elementwise backward of the residual stream (LayerNorm, GELU, adds) into loop fusions that
+  ran 4-5 ms each for a 768x128 tensor; with this VJP a 4-layer GPT's gradient went from 86 ms to 51 ms on 2 cores.
+- bfloat16: a ``bf16 x bf16 -> f32`` product runs 2-4x faster than float32 (AMX/AVX512-BF16) only when both
+  operands are row-major and untransposed; a transposed operand (``x.T @ dy``, ``dy @ w.T``) falls back to a path
+  slower than float32. On CPU the backward products therefore read physically transposed copies of ``x`` and ``w``
+  (`row_major_transpose`; ``w`` is transposed in float32, which XLA:CPU copies faster than bfloat16); on other
+  backends the transposes stay free layout changes.
 """
 
 from __future__ import annotations
@@ -13,22 +21,38 @@ import jax
 import jax.numpy as jnp
 
 
+def row_major_transpose(a: jax.Array) -> jax.Array:
+    """``a.T`` for a 2-D array, materialised in row-major order. XLA folds a plain transpose into the consuming dot
+    (or into the operand's layout); flattening it behind an optimisation barrier forces the copy."""
+    rows, cols = a.shape
+    return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(cols, rows)
+
+
+def _matmul(a, b):
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
 @jax.custom_vjp
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jnp.matmul(x, w)
+    return _matmul(x, w.astype(x.dtype)).astype(x.dtype)
 
 
 def _dense_fwd(x, w):
-    return jnp.matmul(x, w), (x, w)
+    return dense(x, w), (x, w)
 
 
 def _dense_bwd(res, dy):
     x, w = res
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
-    dw = jnp.matmul(x2.T, dy2).astype(w.dtype)
-    dx = jnp.matmul(dy, w.T).astype(x.dtype)
-    return dx, dw
+    if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        dy2 = dy2.astype(x.dtype)
+        dw = _matmul(row_major_transpose(x2), dy2)
+        dx = _matmul(dy2, row_major_transpose(w).astype(x.dtype)).reshape(x.shape)
+    else:
+        dw = _matmul(x2.T, dy2.astype(x.dtype))
+        dx = _matmul(dy.astype(x.dtype), w.T.astype(x.dtype))
+    return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)

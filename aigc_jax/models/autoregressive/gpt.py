@@ -23,6 +23,7 @@ from aigc_jax.core.config import ModelConfig
 from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import register_model
 from aigc_jax.models.autoregressive.sampling import decode_loop
+from aigc_jax.nn.attention import causal_attention
 from aigc_jax.nn.linear import dense
 
 LOGICAL_AXES = ("vocab", "embed", "heads", "head_dim", "mlp", "pos")
@@ -145,9 +146,12 @@ class Block(nnx.Module):
         w_qkv = jnp.concatenate([wq.reshape(d, n * h), wk.reshape(d, n * h), wv.reshape(d, n * h)], axis=1)
         q, k, v = (z.reshape(b, t, n, h) for z in jnp.split(dense(y, w_qkv), 3, axis=-1))
         if self.use_bias:
-            q, k, v = q + _bcast(self.bq[...], 4), k + _bcast(self.bk[...], 4), v + _bcast(self.bv[...], 4)
+            q, k, v = (z + _bcast(b[...], 4).astype(z.dtype) for z, b in ((q, self.bq), (k, self.bk), (v, self.bv)))
         if cache is None:
-            att = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            if jax.default_backend() == "cpu":  # hand-written VJP, faster under XLA:CPU (aigc_jax/nn/attention.py)
+                att = causal_attention(q, k, v)
+            else:
+                att = jax.nn.dot_product_attention(q, k, v, is_causal=True)
             new_cache = None
         else:
             ck, cv = cache
@@ -159,16 +163,17 @@ class Block(nnx.Module):
             new_cache = (ck, cv)
         out = dense(att.reshape(b, t, n * h), self.wo[...].reshape(n * h, d))
         if self.use_bias:
-            out = out + _bcast(self.bo[...], 3)
+            out = out + _bcast(self.bo[...], 3).astype(out.dtype)
         x = x + _dropout(out, self.dropout, k1)
         y = self.ln2(x)
         hdn = dense(y, self.w_in[...])
         if self.use_bias:
-            hdn = hdn + _bcast(self.b_in[...], 3)
-        hdn = jax.nn.gelu(hdn, approximate=False)  # exact (erf) GELU, as nanoGPT
+            hdn = hdn + _bcast(self.b_in[...], 3).astype(hdn.dtype)
+        # exact (erf) GELU, as nanoGPT; in float32 (XLA:CPU's bfloat16 erf is several times slower)
+        hdn = jax.nn.gelu(hdn.astype(jnp.float32), approximate=False).astype(hdn.dtype)
         out = dense(hdn, self.w_out[...])
         if self.use_bias:
-            out = out + _bcast(self.b_out[...], 3)
+            out = out + _bcast(self.b_out[...], 3).astype(out.dtype)
         return x + _dropout(out, self.dropout, k2), new_cache
 
 
@@ -223,10 +228,7 @@ class GPT:
         return {"gpt": nnx.to_pure_dict(nnx.state(net))}, {}
 
     def _net(self, params):
-        p = params["gpt"]
-        if self.dtype != jnp.float32:
-            p = jax.tree.map(lambda a: a.astype(self.dtype), p)
-        return nnx.merge(self._graphdef, p)
+        return nnx.merge(self._graphdef, params["gpt"])
 
     def apply(self, params, tokens, key=None, cache=None, pos=0):
         """Logits float32 ``[B, T, V]`` for tokens ``[B, T]`` at positions ``pos..pos+T-1``; with a KV cache
@@ -235,6 +237,7 @@ class GPT:
         net = self._net(params)
         t = tokens.shape[1]
         x = net.wte[...][tokens] + jax.lax.dynamic_slice_in_dim(net.wpe[...], pos, t, axis=0)[None]  # [B, T, D]
+        x = x.astype(self.dtype)  # params stay float32; activations (and matmul operands) in the compute dtype
         keys = [None] * (cfg.layers + 1) if key is None else list(jax.random.split(key, cfg.layers + 1))
         x = _dropout(x, cfg.dropout, keys[-1])
         new_cache = []
@@ -251,7 +254,8 @@ class GPT:
                 x, c = block(x, keys[i], layer_cache, pos)
                 new_cache.append(c)
         x = net.ln_f(x)
-        logits = jnp.einsum("btd,vd->btv", x, net.wte[...]).astype(jnp.float32)  # tied output embedding
+        logits = jnp.einsum("btd,vd->btv", x, net.wte[...].astype(x.dtype),  # tied output embedding
+                            preferred_element_type=jnp.float32)
         return logits if cache is None else (logits, new_cache)
 
     # -- the contract -------------------------------------------------------------------------------------------
