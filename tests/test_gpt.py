@@ -229,6 +229,11 @@ def test_bf16_compute_keeps_float32_master_params(small):
     assert loss16 == pytest.approx(loss32, rel=2e-2)
     grads = _grads(bf16, params, toks)
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    # bf16 operands (float32 accumulation, physically transposed backward products on CPU) give the float32
+    # gradient up to bf16 rounding
+    flat16, flat32 = (jnp.concatenate([g.ravel() for g in jax.tree.leaves(t)])
+                      for t in (grads, _grads(GPT(SMALL), params, toks)))
+    assert float(flat16 @ flat32 / (jnp.linalg.norm(flat16) * jnp.linalg.norm(flat32))) > 0.999
     logits = bf16.apply(params, toks)
     assert logits.dtype == jnp.float32
 

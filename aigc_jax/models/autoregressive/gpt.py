@@ -146,7 +146,8 @@ class Block(nnx.Module):
         w_qkv = jnp.concatenate([wq.reshape(d, n * h), wk.reshape(d, n * h), wv.reshape(d, n * h)], axis=1)
         q, k, v = (z.reshape(b, t, n, h) for z in jnp.split(dense(y, w_qkv), 3, axis=-1))
         if self.use_bias:
-            q, k, v = (z + _bcast(b[...], 4).astype(z.dtype) for z, b in ((q, self.bq), (k, self.bk), (v, self.bv)))
+            q, k, v = (z + _bcast(bias[...], 4).astype(z.dtype)
+                       for z, bias in ((q, self.bq), (k, self.bk), (v, self.bv)))
         if cache is None:
             if jax.default_backend() == "cpu":  # hand-written VJP, faster under XLA:CPU (aigc_jax/nn/attention.py)
                 att = causal_attention(q, k, v)
