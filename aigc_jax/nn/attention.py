@@ -5,8 +5,9 @@
 The VJP is the softmax backward written out once: with ``P`` the attention weights and ``O`` the output,
 ``dS = P * (dP - rowsum(dO * O))``, the row sum taken over ``H`` instead of over the ``T x T`` scores (as in
 FlashAttention's backward, Dao et al. 2022). Masked weights are exact zeros, so ``dS`` needs no mask.
-On 2 CPU cores a 4-layer width-128 GPT's attention (batch 12, context 64) took 2.65 ms per layer, forward and
-backward, through the automatic derivative of `jax.nn.dot_product_attention` and 1.55 ms through this one.
+`benchmarks/attention_cpu.py` (2 CPU cores, forward + backward of one layer): 2.68 ms through the automatic
+derivative of `jax.nn.dot_product_attention` and 1.67 ms through this one at batch 12, context 64, 4 heads of 32
+(1.6x); 15.3 against 13.9 ms at batch 16, context 128, 6 heads (1.1x).
 """
 
 from __future__ import annotations
