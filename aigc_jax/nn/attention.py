@@ -1,7 +1,8 @@
 """Causal self-attention with a hand-written backward pass, for XLA:CPU.
 
-`causal_attention(q, k, v)` equals ``jax.nn.dot_product_attention(q, k, v, is_causal=True)`` for
-``q, k, v [B, T, N, H]``, computed in float32 whatever the inputs' dtype (the output is cast back to it).
+`causal_attention(q, k, v)` is ``jax.nn.dot_product_attention(q, k, v, is_causal=True)`` for ``q, k, v [B, T, N, H]``.
+On the CPU backend it runs the version below, computed in float32 whatever the inputs' dtype (the output is cast
+back to it); other backends call `jax.nn.dot_product_attention`, which may pick a fused kernel (cuDNN).
 The VJP is the softmax backward written out once: with ``P`` the attention weights and ``O`` the output,
 ``dS = P * (dP - rowsum(dO * O))``, the row sum taken over ``H`` instead of over the ``T x T`` scores (as in
 FlashAttention's backward, Dao et al. 2022). Masked weights are exact zeros, so ``dS`` needs no mask.
@@ -23,6 +24,8 @@ def _heads_first(x):  # [B, T, N, H] <-> [B, N, T, H]
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
     f32 = jnp.float32
     return _attention(q.astype(f32), k.astype(f32), v.astype(f32)).astype(q.dtype)
 

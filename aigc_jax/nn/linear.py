@@ -42,16 +42,15 @@ def _dense_fwd(x, w):
 
 
 def _dense_bwd(res, dy):
-    x, w = res
+    x, w = res  # dy has x's dtype (the output's)
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
     if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        dy2 = dy2.astype(x.dtype)
         dw = _matmul(row_major_transpose(x2), dy2)
         dx = _matmul(dy2, row_major_transpose(w).astype(x.dtype)).reshape(x.shape)
     else:
-        dw = _matmul(x2.T, dy2.astype(x.dtype))
-        dx = _matmul(dy.astype(x.dtype), w.T.astype(x.dtype))
+        dw = _matmul(x2.T, dy2)
+        dx = _matmul(dy, w.T.astype(x.dtype))
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

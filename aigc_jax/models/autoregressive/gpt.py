@@ -149,10 +149,7 @@ class Block(nnx.Module):
             q, k, v = (z + _bcast(bias[...], 4).astype(z.dtype)
                        for z, bias in ((q, self.bq), (k, self.bk), (v, self.bv)))
         if cache is None:
-            if jax.default_backend() == "cpu":  # hand-written VJP, faster under XLA:CPU (aigc_jax/nn/attention.py)
-                att = causal_attention(q, k, v)
-            else:
-                att = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+            att = causal_attention(q, k, v)  # a hand-written VJP on CPU, jax.nn.dot_product_attention elsewhere
             new_cache = None
         else:
             ck, cv = cache
@@ -228,14 +225,11 @@ class GPT:
             net = GPTNetwork(self.config, nnx.Rngs(key))
         return {"gpt": nnx.to_pure_dict(nnx.state(net))}, {}
 
-    def _net(self, params):
-        return nnx.merge(self._graphdef, params["gpt"])
-
     def apply(self, params, tokens, key=None, cache=None, pos=0):
         """Logits float32 ``[B, T, V]`` for tokens ``[B, T]`` at positions ``pos..pos+T-1``; with a KV cache
         (a list of ``(k, v)`` per layer) also returns the updated cache. ``key`` enables dropout."""
         cfg = self.config
-        net = self._net(params)
+        net = nnx.merge(self._graphdef, params["gpt"])  # params stay float32 (cast at the matmuls)
         t = tokens.shape[1]
         x = net.wte[...][tokens] + jax.lax.dynamic_slice_in_dim(net.wpe[...], pos, t, axis=0)[None]  # [B, T, D]
         x = x.astype(self.dtype)  # params stay float32; activations (and matmul operands) in the compute dtype
