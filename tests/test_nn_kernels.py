@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from aigc_jax.nn.attention import causal_attention
-from aigc_jax.nn.linear import dense, row_major_transpose
+from aigc_jax.nn.linear import batch_blocked_transpose, dense, row_major_transpose
 
 
 def _qkvd(dtype, shape=(3, 10, 2, 8)):
@@ -38,6 +39,22 @@ def test_causal_attention_in_bfloat16_is_computed_in_float32():
 def test_row_major_transpose_is_the_transpose():
     a = jnp.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(jax.jit(row_major_transpose)(a), a.T)
+    x = jnp.arange(2 * 3 * 5 * 4.0).reshape(2, 3, 5, 4)
+    np.testing.assert_array_equal(jax.jit(batch_blocked_transpose)(x), x.reshape(-1, 4).T)
+
+
+def test_bf16_dense_backward_keeps_a_batch_sharded_input_sharded(devices):
+    """Data parallel: the weight gradient is a per-device partial product plus an all-reduce, never an all-gather
+    of the activations (the full-batch product on every device that a whole-array flatten led XLA to)."""
+    mesh = jax.sharding.Mesh(np.array(devices[:2]), ("data",))
+    x = jax.device_put(jnp.ones((4, 8, 16), jnp.bfloat16), jax.sharding.NamedSharding(mesh, P("data")))
+    w = jax.device_put(jnp.ones((16, 24)), jax.sharding.NamedSharding(mesh, P()))
+    grad = jax.jit(jax.grad(lambda x, w: dense(x, w).astype(jnp.float32).sum(), argnums=(0, 1)))
+    hlo = grad.lower(x, w).compile().as_text()
+    assert "all-gather" not in hlo and "all-reduce" in hlo
+    dx, dw = grad(x, w)
+    np.testing.assert_array_equal(dw, np.full((16, 24), 32.0))  # every weight sees 4 * 8 ones
+    np.testing.assert_array_equal(np.asarray(dx, np.float32), np.full((4, 8, 16), 24.0))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -12,7 +12,9 @@ master weight serves bfloat16 activations), products accumulate in float32, and 
   operands are row-major and untransposed; a transposed operand (``x.T @ dy``, ``dy @ w.T``) falls back to a path
   slower than float32. On CPU the backward products therefore read physically transposed copies of ``x`` and ``w``
   (`row_major_transpose`; ``w`` is transposed in float32, which XLA:CPU copies faster than bfloat16); on other
-  backends the transposes stay free layout changes.
+  backends the transposes stay free layout changes. ``x`` is transposed batch element by batch element
+  (`batch_blocked_transpose`) so that an ``x`` sharded on its leading (batch) axis stays sharded: flattening the
+  whole transpose made XLA all-gather the batch on every device and compute the full weight gradient twice.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ def row_major_transpose(a: jax.Array) -> jax.Array:
     (or into the operand's layout); flattening it behind an optimisation barrier forces the copy."""
     rows, cols = a.shape
     return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(cols, rows)
+
+
+def batch_blocked_transpose(x: jax.Array) -> jax.Array:
+    """``x.reshape(-1, K).T`` for ``x [B, ..., K]`` (3-D or more), materialised in row-major order without
+    flattening across the leading axis: each ``[..., K]`` block is transposed behind an optimisation barrier, then
+    the ``[K, R]`` blocks are laid side by side (a copy of contiguous rows of length R). Sharding on B survives."""
+    b, k = x.shape[0], x.shape[-1]
+    blocks = jax.lax.optimization_barrier(jnp.swapaxes(x.reshape(b, -1, k), 1, 2).reshape(b, -1))
+    return blocks.reshape(b, k, -1).transpose(1, 0, 2).reshape(k, -1)
 
 
 def _matmul(a, b):
@@ -46,7 +57,8 @@ def _dense_bwd(res, dy):
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
     if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        dw = _matmul(row_major_transpose(x2), dy2)
+        xt = batch_blocked_transpose(x) if x.ndim > 2 else row_major_transpose(x2)
+        dw = _matmul(xt, dy2)
         dx = _matmul(dy2, row_major_transpose(w).astype(x.dtype)).reshape(x.shape)
     else:
         dw = _matmul(x2.T, dy2)
