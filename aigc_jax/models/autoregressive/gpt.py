@@ -167,12 +167,18 @@ class Block(nnx.Module):
         hdn = dense(y, self.w_in[...])
         if self.use_bias:
             hdn = hdn + _bcast(self.b_in[...], 3).astype(hdn.dtype)
-        # exact (erf) GELU, as nanoGPT; in float32 (XLA:CPU's bfloat16 erf is several times slower)
-        hdn = jax.nn.gelu(hdn.astype(jnp.float32), approximate=False).astype(hdn.dtype)
+        hdn = _gelu(hdn.astype(jnp.float32)).astype(hdn.dtype)  # float32: XLA:CPU's bfloat16 erf is much slower
         out = dense(hdn, self.w_out[...])
         if self.use_bias:
             out = out + _bcast(self.b_out[...], 3).astype(out.dtype)
         return x + _dropout(out, self.dropout, k2), new_cache
+
+
+def _gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU, ``x * Phi(x)``, written with erf as PyTorch's ``nn.GELU`` (nanoGPT's) computes it.
+    ``jax.nn.gelu(approximate=False)`` uses the erfc form, whose forward costs XLA:CPU 1.7x more (270 vs 155 us on
+    768x512); the two agree to 1e-6."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 class GPTNetwork(nnx.Module):
