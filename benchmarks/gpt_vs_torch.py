@@ -78,9 +78,10 @@ def jax_runner(overrides, devices, batches):
     holder = {"state": setup.init_state(0)}
 
     def run():
-        s = holder["state"]
+        s, in_flight = holder["state"], meshlib.InFlight()  # as the trainer paces its steps
         for b in batches:
-            s, _ = setup.train_step(s, meshlib.to_global(b, setup.batch_sharding))
+            s, metrics = setup.train_step(s, meshlib.to_global(b, setup.batch_sharding))
+            in_flight.push(metrics)
         jax.block_until_ready(s)
         holder["state"] = s
 

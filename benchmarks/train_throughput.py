@@ -73,9 +73,10 @@ def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
     holder = {"state": state}
 
     def run(n):
-        s = holder["state"]
+        s, in_flight = holder["state"], meshlib.InFlight()  # as the trainer paces its steps
         for _ in range(n):
-            s, _ = compiled(s, meshlib.to_global(next(it), setup.batch_sharding))
+            s, metrics = compiled(s, meshlib.to_global(next(it), setup.batch_sharding))
+            in_flight.push(metrics)
         jax.block_until_ready(s)
         holder["state"] = s
 

@@ -79,3 +79,18 @@ def test_moving_average_generator_is_sharded_like_the_generator(devices):
     assert jax.tree.structure(params) == jax.tree.structure(ema)
     specs = [(p.spec, e.spec) for p, e in zip(jax.tree.leaves(params), jax.tree.leaves(ema), strict=True)]
     assert all(p == e for p, e in specs) and any("fsdp" in tuple(p) for p, _ in specs)
+
+
+def test_in_flight_keeps_the_host_at_most_depth_programs_ahead(devices):
+    """The trainer's pacing (see `meshlib.InFlight`): after each push, everything but the newest ``depth`` outputs
+    has finished."""
+    mesh = meshlib.make_mesh("", devices[:2])
+    step = jax.jit(lambda x: 0.5 * x + x.mean(), out_shardings=meshlib.batch_sharding(mesh))  # an all-reduce
+    x = jax.device_put(np.ones((2, 256), np.float32), meshlib.batch_sharding(mesh))
+    in_flight, outs = meshlib.InFlight(depth=2), []
+    for _ in range(6):
+        x = step(x)
+        outs.append(x)
+        in_flight.push(x)
+        assert all(o.is_ready() for o in outs[:-2]) and len(in_flight._pending) <= 2
+    np.testing.assert_allclose(np.asarray(x), 1.5**6)

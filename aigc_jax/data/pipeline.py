@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from aigc_jax.core.config import DataConfig
 from aigc_jax.core.errors import UserError
-from aigc_jax.parallel.mesh import batch_shards, local_batch_slice, to_global
+from aigc_jax.parallel.mesh import InFlight, batch_shards, local_batch_slice, to_global
 
 # Length of the endless training stream (Grain needs a finite length; no run comes near it).
 _STREAM_LEN = 2**40
@@ -100,12 +100,14 @@ def masked_sums(fn, source, batch_size: int, batch_sharding, key, max_batches: i
                            multiple_of=batch_shards(batch_sharding.mesh))
     totals = None
     count = 0.0
+    in_flight = InFlight()
     for i, (batch, mask) in enumerate(tqdm(list(batches) if progress else batches, desc=progress, unit="batch",
                                            disable=not progress)):
         gb = to_global(batch, batch_sharding)
         gm = jax.make_array_from_process_local_data(batch_sharding, mask)
         sums = fn(gb, gm, jax.random.fold_in(key, i))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        in_flight.push(totals)
         count += float(jnp.sum(gm))  # the global count (processes may hold different numbers of padded rows)
     return jax.device_get(totals), count
 

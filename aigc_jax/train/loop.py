@@ -210,6 +210,7 @@ def train(
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)
     pending: list[dict] = []
+    in_flight = meshlib.InFlight()
     t_log, steps_since = time.perf_counter(), 0
     step = start
     # Ctrl-C only raises a flag: the loop checkpoints at the end of the step it is in. (A KeyboardInterrupt raised
@@ -228,6 +229,7 @@ def train(
         while step < total:
             batch = next(iterator)
             state, metrics = setup.train_step(state, meshlib.to_global(batch, setup.batch_sharding))
+            in_flight.push(metrics)
             step += 1
             steps_since += 1
             pending.append(metrics)
