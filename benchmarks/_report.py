@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -28,3 +29,19 @@ def emit(result: dict, out: str = "") -> None:
     print(text)
     if out:
         Path(out).write_text(text + "\n")
+
+
+def best_seconds(fn, args, rounds: int, reps: int) -> float:
+    """Seconds per call of the JAX function ``fn(*args)``: one warm-up call, then the best of ``rounds`` rounds of
+    ``reps`` back-to-back calls (the last result awaited)."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(reps):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import LoadAverage, emit  # noqa: E402
+from _report import LoadAverage, best_seconds, emit  # noqa: E402
 
 from aigc_jax.nn.attention import causal_attention  # noqa: E402
 
@@ -37,18 +36,6 @@ def fwd_bwd(fn):
     return jax.jit(lambda q, k, v, do: jax.vjp(fn, q, k, v)[1](do))
 
 
-def time_ms(f, args, rounds: int = 5, reps: int = 100) -> float:
-    jax.block_until_ready(f(*args))
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(reps):
-            out = f(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t) / reps)
-    return best * 1e3
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="")
@@ -61,7 +48,7 @@ def main() -> None:
         outs = [causal_attention(q, k, v), *ours(q, k, v, do)]
         refs = [reference(q, k, v), *ref(q, k, v, do)]
         diff = max(float(jnp.abs(a - b).max()) for a, b in zip(outs, refs, strict=True))
-        t_ours, t_ref = time_ms(ours, (q, k, v, do)), time_ms(ref, (q, k, v, do))
+        t_ours, t_ref = (1e3 * best_seconds(f, (q, k, v, do), rounds=5, reps=100) for f in (ours, ref))
         result["shapes"][name] = {"b_t_n_h": shape, "ours_ms": round(t_ours, 3),
                                   "dot_product_attention_ms": round(t_ref, 3),
                                   "speedup": round(t_ref / t_ours, 2), "max_abs_diff": diff}

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import LoadAverage, emit, omp_wait_policy  # noqa: E402
+from _report import LoadAverage, best_seconds, emit, omp_wait_policy  # noqa: E402
 
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.data import sources  # noqa: E402
@@ -60,16 +60,7 @@ BF16 = ["model.compute_dtype=bfloat16"]
 def matmul_peak(n: int = 1024, reps: int = 20) -> float:
     """Measured float32 matmul FLOP/s of XLA on this machine (n x n x n)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(reps):
-            r = f(a)
-        r.block_until_ready()
-        best = min(best, (time.perf_counter() - t) / reps)
-    return 2 * n**3 / best
+    return 2 * n**3 / best_seconds(jax.jit(lambda x: x @ x), (a,), rounds=3, reps=reps)
 
 
 def jax_runner(overrides, devices, batches):
