@@ -238,6 +238,37 @@ def test_bf16_compute_keeps_float32_master_params(small):
     assert logits.dtype == jnp.float32
 
 
+def test_data_parallel_step_reduces_one_flat_gradient_and_equals_one_device(devices):
+    """On a batch-only mesh the GPT step differentiates per device and all-reduces one flat buffer (gradient and
+    loss); three steps equal the single-device step. With dropout the GSPMD step is kept."""
+    base = ["model.layers=2", "model.width=32", "model.heads=4", "model.context=16", "data.batch_size=8",
+            "players.gpt.optim.warmup_steps=0"]
+    cfg = get_config("gpt-shakespeare-char-cpu", base)
+    toks = np.asarray(jax.random.randint(jax.random.key(5), (3, 8, 17), 0, 65))
+    runs = {}
+    for spec, devs in (("", devices[:1]), ("data=4", devices[:4])):
+        setup = build_setup(cfg, meshlib.make_mesh(spec, devs))
+        state, losses = setup.init_state(0), []
+        for t in toks:
+            state, metrics = setup.train_step(state, meshlib.to_global({"tokens": t}, setup.batch_sharding))
+            losses.append(float(metrics["loss"]))
+        runs[spec] = (setup, jax.device_get(state["params"]), losses)
+    setup4, p4, l4 = runs["data=4"]
+    _, p1, l1 = runs[""]
+    assert setup4.per_device_gradients and not runs[""][0].per_device_gradients
+    assert l4 == pytest.approx(l1, rel=1e-6)
+    assert tree_max_diff(p4, p1) < 1e-6
+    hlo = setup4.train_step.lower(setup4.init_state(0), meshlib.to_global({"tokens": toks[0]},
+                                                                         setup4.batch_sharding)).compile().as_text()
+    n_params = sum(x.size for x in jax.tree.leaves(p4))
+    reductions = [line for line in hlo.splitlines() if " all-reduce(" in line]
+    assert len(reductions) == 1 and f"f32[{n_params + 1}]" in reductions[0]  # the gradient and the loss
+
+    dropout = build_setup(get_config("gpt-shakespeare-char-cpu", [*base, "model.dropout=0.1"]),
+                          meshlib.make_mesh("data=4", devices[:4]))
+    assert not dropout.per_device_gradients
+
+
 def test_gradient_accumulation_equals_one_big_batch(devices):
     """Two accumulated micro-steps of 8 sequences apply the same update as one step on the 16 together."""
     base = ["model.layers=1", "model.width=16", "model.heads=2", "model.context=16",

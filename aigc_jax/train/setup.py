@@ -20,7 +20,7 @@ from aigc_jax.core.registry import build_model
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.optim import make_optimizers
-from aigc_jax.train.step import build_eval_step, build_train_step, init_state
+from aigc_jax.train.step import build_eval_step, build_train_step, init_state, per_device_value_and_grad
 
 
 @dataclasses.dataclass
@@ -40,8 +40,16 @@ class Setup:
         return make_device_transform(self.config.data)
 
     @functools.cached_property
+    def per_device_gradients(self) -> bool:
+        """Whether the train step differentiates per device and reduces one flat buffer (`per_device_value_and_grad`):
+        on a mesh that splits only the batch (params replicated), for a model whose ``per_example_loss`` is true."""
+        only_batch = self.mesh.shape["fsdp"] == self.mesh.shape["tensor"] == 1 < self.mesh.shape["data"]
+        return only_batch and bool(getattr(self.model, "per_example_loss", False))
+
+    @functools.cached_property
     def train_step(self):
-        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform)
+        extra = {"value_and_grad": per_device_value_and_grad(self.mesh, ("data",))} if self.per_device_gradients else {}
+        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform, **extra)
         return jax.jit(
             fn,
             in_shardings=(self.state_shardings, self.batch_sharding),

@@ -206,6 +206,13 @@ class GPT:
         self._block_graphdef, _ = nnx.split(block_abstract)
         self.dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
 
+    @property
+    def per_example_loss(self) -> bool:
+        """The loss is a mean over equal-length sequences with no randomness (no dropout), no state update and no
+        metrics but the loss, so a data-parallel train step may differentiate it per device and reduce once
+        (`train.step.per_device_value_and_grad`)."""
+        return self.config.dropout == 0
+
     # -- sharding ---------------------------------------------------------------------------------------------
     def logical_axes(self):
         """Logical axis names of every parameter (a pytree of PartitionSpecs over logical names)."""
@@ -269,7 +276,9 @@ class GPT:
     def loss(self, player, params, state, batch, key):
         nll = self._token_nll(params, batch, key if self.config.dropout > 0 else None)
         loss = nll.mean()
-        return loss, ({"perplexity": jnp.exp(loss)}, state)
+        # No train-time perplexity: exp of a per-device mean would not average to exp of the mean (the per-device
+        # step averages metrics); `aigc-jax eval` reports test_perplexity from the mean loss.
+        return loss, ({}, state)
 
     def eval_metrics(self, params, state, batch, key):
         nll = self._token_nll(params, batch, None)
