@@ -103,7 +103,7 @@ def build_train_step(
                 data_key, loss_key = jax.random.split(key)
                 mb = transform(jax.tree.map(lambda x: x[i], micro), data_key)
 
-                def objective(p, mb, params, mstate, loss_key, player=player):
+                def objective(p, mb, params, mstate, loss_key):
                     return model.loss(player, {**params, player: p}, mstate, mb, loss_key)
 
                 (loss, (m, new_mstate)), grads = value_and_grad(objective, params[player], mb, params, mstate,
