@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -24,8 +25,20 @@ class LoadAverage:
         return {"before": round(self.before, 2), "after": round(os.getloadavg()[0], 2)}
 
 
+def host() -> dict:
+    """The CPU the figures come from (sessions land on different hosts: the same script gives other numbers)."""
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or platform.machine(), "cores": os.cpu_count()}
+
+
 def emit(result: dict, out: str = "") -> None:
-    text = json.dumps(result, indent=2)
+    """Print ``result`` (with the `host` it ran on) as JSON; also write it to ``out`` when given."""
+    text = json.dumps({**result, "host": host()}, indent=2)
     print(text)
     if out:
         Path(out).write_text(text + "\n")

@@ -94,6 +94,39 @@ def nanogpt_lr(it: int, lr: float = 1e-3, min_lr: float = 1e-4, warmup: int = 10
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / (decay_iters - warmup))) * (lr - min_lr)
 
 
+def nanogpt_start_weights(vocab: int, context: int, layers: int, width: int) -> dict:
+    """The weights nanoGPT's ``GPT(config)`` (bias=False) draws from torch's global generator, as a state dict of
+    the twin.
+
+    nanoGPT builds its modules in order (each ``nn.Embedding`` and ``nn.Linear`` draws its default init), ties
+    ``lm_head`` to ``wte``, re-draws every Linear and Embedding weight from N(0, 0.02) in module post-order (the tied
+    matrix twice: as ``wte`` and as ``lm_head``), then both residual projections of every block from
+    N(0, 0.02 / sqrt(2 * layers)). Building the same shapes in the same order leaves the generator where nanoGPT's
+    leaves it, so the batches drawn next are nanoGPT's as well. Its fused ``c_attn`` rows are q, k, v in turn.
+    """
+    import torch
+    from torch import nn
+
+    std = 0.02
+    wte, wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)  # noqa: F841 (wte's draw is discarded)
+    blocks = [[nn.Linear(n_in, n_out, bias=False) for n_in, n_out in
+               ((width, 3 * width), (width, width), (width, 4 * width), (4 * width, width))] for _ in range(layers)]
+    head = nn.Linear(width, vocab, bias=False)
+    with torch.no_grad():
+        for w in [head.weight, wpe.weight, *(lin.weight for blk in blocks for lin in blk), head.weight]:
+            w.normal_(0.0, std)
+        for blk in blocks:
+            for lin in (blk[1], blk[3]):
+                lin.weight.normal_(0.0, std / math.sqrt(2 * layers))
+    sd = {"wte.weight": head.weight, "wpe.weight": wpe.weight, "ln_f.weight": torch.ones(width)}
+    for i, (qkv, o, fc, proj) in enumerate(blocks):
+        q, k, v = qkv.weight.split(width, dim=0)
+        sd.update({f"blocks.{i}.{name}.weight": w for name, w in
+                   (("q", q), ("k", k), ("v", v), ("o", o.weight), ("fc", fc.weight), ("proj", proj.weight),
+                    ("ln1", torch.ones(width)), ("ln2", torch.ones(width)))})
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
 def to_jax_params(model, layers: int, heads: int) -> dict:
     """The twin's weights as ``GPT`` params ``{"gpt": ...}`` (numpy float32; Linear weights are [out, in])."""
     sd = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}

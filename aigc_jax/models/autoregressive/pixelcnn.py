@@ -134,6 +134,10 @@ class PixelCNN:
     """Pure functions of a gated PixelCNN over plain-pytree params ``{"pixelcnn": {...}}``."""
 
     players = ("pixelcnn",)
+    # The loss is a mean of per-image NLLs with no randomness, no state and no statistics across images (bits/dim is
+    # linear in it), so a data-parallel step may differentiate per device and reduce once
+    # (`train.step.per_device_value_and_grad`).
+    per_example_loss = True
 
     def __init__(self, config: PixelCNNConfig):
         self.config = config
