@@ -108,7 +108,8 @@ def nanogpt_start_weights(vocab: int, context: int, layers: int, width: int) -> 
     from torch import nn
 
     std = 0.02
-    wte, wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)  # noqa: F841 (wte's draw is discarded)
+    nn.Embedding(vocab, width)  # wte: its default draw is discarded when lm_head's matrix replaces it
+    wpe = nn.Embedding(context, width)
     blocks = [[nn.Linear(n_in, n_out, bias=False) for n_in, n_out in
                ((width, 3 * width), (width, width), (width, 4 * width), (4 * width, width))] for _ in range(layers)]
     head = nn.Linear(width, vocab, bias=False)

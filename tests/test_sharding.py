@@ -43,7 +43,7 @@ def test_sharded_step_equals_single_device(reference, devices, spec):
 
 def test_pixelcnn_per_device_gradient_step_equals_single_device(devices):
     """PixelCNN's loss is a per-image mean, so on a batch-only mesh it takes the flat per-device reduction; two
-    steps (dynamic binarization in the device transform included) equal the single-device ones, metrics too."""
+    steps (the step's dynamic binarization included) give the single-device losses and parameters."""
     cfg = get_config("pixelcnn-mnist", "tiny")
     it = train_iterator(sources.get_source(cfg.data.name, "train"), cfg.data, cfg.data.batch_size)
     batches = [next(it) for _ in range(2)]
