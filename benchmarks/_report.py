@@ -44,6 +44,29 @@ def emit(result: dict, out: str = "") -> None:
         Path(out).write_text(text + "\n")
 
 
+def matmul_peak(n: int, dtype: str = "float32", reps: int = 20) -> float:
+    """Measured FLOP/s of XLA's ``n x n x n`` matrix product in ``dtype`` on the default device."""
+    import jax
+
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    return 2 * n**3 / best_seconds(jax.jit(lambda x: x @ x), (a,), rounds=3, reps=reps)
+
+
+def paced_steps(step, state, batches):
+    """``state, metrics = step(state, batch)`` over ``batches``, paced as the trainer paces its steps
+    (`meshlib.InFlight`); returns the final ``(state, metrics)`` once the state is ready."""
+    import jax
+
+    from aigc_jax.parallel.mesh import InFlight
+
+    in_flight, metrics = InFlight(), None
+    for batch in batches:
+        state, metrics = step(state, batch)
+        in_flight.push(metrics)
+    jax.block_until_ready(state)
+    return state, metrics
+
+
 def best_seconds(fn, args, rounds: int, reps: int) -> float:
     """Seconds per call of the JAX function ``fn(*args)``: one warm-up call, then the best of ``rounds`` rounds of
     ``reps`` back-to-back calls (the last result awaited)."""

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,15 +32,10 @@ from aigc_jax.data import sources  # noqa: E402
 from aigc_jax.data.pipeline import train_iterator  # noqa: E402
 from aigc_jax.parallel import mesh as meshlib  # noqa: E402
 from aigc_jax.train.setup import build_setup  # noqa: E402
-from benchmarks._report import best_seconds, emit  # noqa: E402
+from benchmarks._report import emit, matmul_peak, paced_steps  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, FLOP/s, by a substring of device_kind.
 DATASHEET_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
-
-
-def bf16_matmul_peak(n: int) -> float:
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
-    return 2 * n**3 / best_seconds(jax.jit(lambda x: x @ x), (a,), rounds=3, reps=10)
 
 
 def main() -> None:
@@ -69,12 +63,8 @@ def main() -> None:
 
     seconds = []
     for _ in range(args.rounds):
-        in_flight = meshlib.InFlight()
         t = time.perf_counter()
-        for b in batches:
-            state, metrics = compiled(state, b)
-            in_flight.push(metrics)
-        jax.block_until_ready(state)
+        state, metrics = paced_steps(compiled, state, batches)
         seconds.append((time.perf_counter() - t) / args.steps)
     step_s = float(np.median(seconds))
 
@@ -82,7 +72,7 @@ def main() -> None:
     m = cfg.model
     tokens = args.batch * m.context
     flops = setup.model.flops_per_token() * tokens
-    measured = bf16_matmul_peak(8192 if device.platform == "gpu" else 2048) * jax.device_count()
+    measured = matmul_peak(8192 if device.platform == "gpu" else 2048, "bfloat16", reps=10) * jax.device_count()
     sheet = next((v for k, v in DATASHEET_BF16.items() if k in device.device_kind), None)
     memory = device.memory_stats() or {}
     emit({

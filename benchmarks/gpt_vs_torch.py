@@ -35,13 +35,12 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import LoadAverage, best_seconds, emit, omp_wait_policy  # noqa: E402
+from _report import LoadAverage, emit, matmul_peak, omp_wait_policy, paced_steps  # noqa: E402
 
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.data import sources  # noqa: E402
@@ -57,24 +56,14 @@ SIZES = {
 BF16 = ["model.compute_dtype=bfloat16"]
 
 
-def matmul_peak(n: int = 1024, reps: int = 20) -> float:
-    """Measured float32 matmul FLOP/s of XLA on this machine (n x n x n)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    return 2 * n**3 / best_seconds(jax.jit(lambda x: x @ x), (a,), rounds=3, reps=reps)
-
-
 def jax_runner(overrides, devices, batches):
     """A function that runs our train step over ``batches`` and returns when the state is ready."""
     setup = build_setup(get_config("gpt-shakespeare-char-cpu", overrides), meshlib.make_mesh("", devices))
     holder = {"state": setup.init_state(0)}
 
     def run():
-        s, in_flight = holder["state"], meshlib.InFlight()  # as the trainer paces its steps
-        for b in batches:
-            s, metrics = setup.train_step(s, meshlib.to_global(b, setup.batch_sharding))
-            in_flight.push(metrics)
-        jax.block_until_ready(s)
-        holder["state"] = s
+        global_batches = (meshlib.to_global(b, setup.batch_sharding) for b in batches)
+        holder["state"], _ = paced_steps(setup.train_step, holder["state"], global_batches)
 
     return run, setup
 
@@ -146,7 +135,7 @@ def main() -> None:
         print(json.dumps({"skipped": "torch not installed (pip install -e '.[bench]')"}))
         return
     load = LoadAverage()
-    peak = matmul_peak()
+    peak = matmul_peak(1024)  # float32
     result = {"jax": jax.__version__, "torch": torch.__version__, "cpu_count": CORES,
               "omp_wait_policy": omp_wait_policy(), "matmul_peak_gflops": round(peak / 1e9, 1), "sizes": {}}
     for name, overrides in SIZES.items():

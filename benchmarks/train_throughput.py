@@ -41,7 +41,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import LoadAverage, emit, omp_wait_policy  # noqa: E402
+from _report import LoadAverage, emit, omp_wait_policy, paced_steps  # noqa: E402
 
 from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.core.registry import list_experiments  # noqa: E402
@@ -63,8 +63,7 @@ def _timed(fn, n, warmup=20):
 def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
     cfg = get_config(name)
     setup = build_setup(cfg)
-    src = sources.get_source(cfg.data.name, "train", cfg.data.path)
-    it = train_iterator(src, cfg.data, setup.examples_per_step)
+    it = train_iterator(sources.for_experiment(cfg, "train"), cfg.data, setup.examples_per_step)
     state = setup.init_state(0)
     batch = meshlib.to_global(next(it), setup.batch_sharding)
     t0 = time.perf_counter()
@@ -73,12 +72,8 @@ def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
     holder = {"state": state}
 
     def run(n):
-        s, in_flight = holder["state"], meshlib.InFlight()  # as the trainer paces its steps
-        for _ in range(n):
-            s, metrics = compiled(s, meshlib.to_global(next(it), setup.batch_sharding))
-            in_flight.push(metrics)
-        jax.block_until_ready(s)
-        holder["state"] = s
+        global_batches = (meshlib.to_global(next(it), setup.batch_sharding) for _ in range(n))
+        holder["state"], _ = paced_steps(compiled, holder["state"], global_batches)
 
     sps = _timed(run, steps, warmup)
     return {"compile_s": round(compile_s, 3), "steps_per_sec": round(sps, 2),

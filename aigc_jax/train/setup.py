@@ -48,9 +48,9 @@ class Setup:
 
     @functools.cached_property
     def train_step(self):
-        per_device = {"value_and_grad": per_device_value_and_grad(self.mesh, meshlib.BATCH_AXES)}
-        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform,
-                              **(per_device if self.per_device_gradients else {}))
+        per_device = ({"value_and_grad": per_device_value_and_grad(self.mesh, meshlib.BATCH_AXES)}
+                      if self.per_device_gradients else {})
+        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform, **per_device)
         return jax.jit(
             fn,
             in_shardings=(self.state_shardings, self.batch_sharding),
