@@ -1,4 +1,7 @@
-"""The Python API: list, create, train and load models by name or run directory."""
+"""The Python API: list, create, train, load, sample and evaluate models by name or run directory.
+
+The CLI is flags over these functions; each raises `UserError` (one clear line) for anything a user can get wrong.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.core import config as cfglib
 from aigc_jax.core import registry
 from aigc_jax.core.config import ExperimentConfig
-from aigc_jax.core.contract import sampling_params
+from aigc_jax.core.contract import Extras, ImageToImage, ModelSpec, sampling_params
 from aigc_jax.core.errors import UserError
 
 
@@ -60,6 +64,12 @@ def read_run_config(workdir: str | Path) -> ExperimentConfig:
     return config_from_dict(data)
 
 
+def run_model(workdir: str | Path):
+    """``(config, model)`` of a run directory, without restoring its checkpoint (the model's declaration)."""
+    cfg = read_run_config(workdir)
+    return cfg, registry.build_model(cfg)
+
+
 def restore_run(workdir: str | Path, mesh=None, step: int | None = None):
     """``(setup, state, step)`` of a run's latest (or given) checkpoint, on ``mesh`` (default: all devices)."""
     from aigc_jax.train.setup import build_setup
@@ -90,7 +100,8 @@ class LoadedModel:
 
     ``params`` is a plain pytree (nested dicts of arrays), the params the sampler uses (for a GAN, the moving
     average of its generator and that generator's normalisation statistics); ``sample_fn(params, key, num,
-    **cond)`` returns images ``[num, H, W, C]`` in [0, 1]. Family extras (e.g. ``encode``/``decode``/``log_prob``
+    **cond)`` returns images ``[num, H, W, C]`` in [0, 1] or token ids, with the conditions of ``spec.conditions``
+    (validated). Family extras (e.g. ``encode``/``decode``/``log_prob``
     for VAEs) are in ``extras`` and also reachable as attributes. All are pure: ``jax.jit`` (``num`` static),
     ``jax.vmap`` over keys and ``jax.grad`` apply to them directly.
     """
@@ -100,6 +111,7 @@ class LoadedModel:
     step: int
     sample_fn: Callable
     extras: dict
+    spec: ModelSpec  # the model's declaration: output shape, the conditions sample_fn accepts, its metrics
 
     def __getattr__(self, name):
         extras = object.__getattribute__(self, "extras")
@@ -114,10 +126,105 @@ def load(workdir: str | Path, step: int | None = None) -> LoadedModel:
     model = setup.model
     # The params the sampler takes: the trained ones, or a GAN's moving-average generator (see sampling_params).
     params = jax.device_get(sampling_params(model, state["params"], state["model_state"]))
-    extras = model.extras() if hasattr(model, "extras") else {}
-    return LoadedModel(config=setup.config, params=params, step=at, sample_fn=model.sample, extras=extras)
+    extras = model.extras() if isinstance(model, Extras) else {}
+    return LoadedModel(config=setup.config, params=params, step=at, sample_fn=model.sample, extras=extras,
+                       spec=model.spec)
 
 
 def create(name: str, overrides: tuple[str, ...] | list[str] = ()):
     """The model object of an experiment (its pure functions), without training."""
     return registry.build_model(get_config(name, overrides))
+
+
+def train(config: ExperimentConfig | str, workdir: str | Path | None = None, *, overrides=(), progress: bool = True,
+          mesh=None) -> dict:
+    """Train (or resume) an experiment in ``workdir`` (default ``runs/NAME``): ``config`` is an
+    `ExperimentConfig` (from `get_config`) or an experiment name with ``key=value`` ``overrides``. Returns a summary
+    with the last train and eval metrics."""
+    from aigc_jax.train.loop import train as train_loop
+
+    cfg = get_config(config, overrides) if isinstance(config, str) else cfglib.apply_overrides(config, overrides)
+    return train_loop(cfg, Path(workdir) if workdir is not None else Path("runs") / cfg.name, progress=progress,
+                      mesh=mesh)
+
+
+def sample(workdir: str | Path, num: int, *, seed: int = 0, step: int | None = None, **conditions):
+    """``num`` samples of a trained run as a numpy array: images ``[num, H, W, C]`` in [0, 1], or token ids
+    ``[num, P + T]``. ``conditions`` are those the model declares (``label=3``; ``prompt=ids, tokens=200,
+    temperature=0.8``; ``input=images`` for image-to-image models), validated; the same samples as
+    ``load(workdir).sample_fn(params, jax.random.key(seed), num, **conditions)``."""
+    from aigc_jax.train.sampling import draw
+
+    setup, state, _ = restore_run(workdir, step=step)
+    return draw(setup, state, num, seed, conditions)
+
+
+def read_tokenizer(workdir: str | Path):
+    """The tokenizer a text run was trained with (``tokenizer.json`` in the run directory)."""
+    from aigc_jax.data.text import tokenizer_from_json
+
+    path = Path(workdir) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"{workdir} has no tokenizer.json (a text run writes it when training starts)")
+    try:
+        return tokenizer_from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path} is not a tokenizer file ({e})") from None
+
+
+def sample_text(workdir: str | Path, num: int = 1, *, prompt: str | None = None, seed: int = 0,
+                step: int | None = None, **settings) -> list[str]:
+    """``num`` decoded texts from a token model: ``prompt`` (default: a newline) and its continuation.
+    ``settings``: ``tokens``, ``temperature``, ``top_k``, ``top_p`` (the model's defaults when not given)."""
+    from aigc_jax.data.text import default_prompt
+    from aigc_jax.train.sampling import draw
+
+    setup, state, _ = restore_run(workdir, step=step)
+    if setup.model.spec.output != "tokens":
+        raise UserError(f"{setup.config.name} makes images, not text: use aigc_jax.sample")
+    tokenizer = read_tokenizer(workdir)
+    if prompt == "":
+        raise UserError("prompt must not be empty")
+    ids = default_prompt(tokenizer) if prompt is None else tokenizer.encode(prompt)
+    tokens = draw(setup, state, num, seed, {"prompt": ids, **settings})
+    return [tokenizer.decode(row) for row in tokens]
+
+
+def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = None, seed: int | None = None,
+             step: int | None = None, importance_samples: int = 0, extractor: str = "",
+             inception_weights: str | None = None, progress: bool = True) -> dict:
+    """The metrics a trained run's model declares (``metrics``: a subset of ``model.spec.metrics``, default its
+    ``default_metrics``) on the test split, as a flat dict: ``test_*`` from its own test metrics, NLL and bits/dim
+    from its likelihood, FID/KID/IS/precision-recall/label accuracy from samples. ``num_samples``: test examples
+    (loss, nll) or generated samples (sample metrics, default 10,000); ``seed`` defaults to the run's train seed."""
+    from aigc_jax.metrics.sample_quality import default_extractor
+    from aigc_jax.train.evaluation import evaluate_state
+
+    setup, state, at = restore_run(workdir, step=step)
+    options = {"weights": inception_weights} if inception_weights else None
+    if inception_weights and (extractor or default_extractor(setup.model.spec.image_shape)) != "inception-v3":
+        raise UserError("inception weights are for the inception-v3 extractor (choose it with extractor="
+                        "'inception-v3')")
+    from aigc_jax.train.evaluation import resolve_metrics
+
+    try:
+        resolve_metrics(setup.model, setup.config.name, metrics)
+    except UserError as e:
+        raise UserError(f"metrics: {e}") from None
+    return evaluate_state(setup, state, at, metrics, num_samples=num_samples, seed=seed,
+                          importance_samples=importance_samples, extractor=extractor, extractor_options=options,
+                          progress=progress)
+
+
+def translate_images(workdir: str | Path, images, *, seed: int = 0, step: int | None = None):
+    """An image-to-image run's outputs ``[N, H, W, C]`` for user images float ``[N, h, w, c]`` in [0, 1] (turned
+    into the model's inputs by its ``input_from_images``), and those inputs."""
+    from aigc_jax.train.sampling import draw
+
+    setup, state, _ = restore_run(workdir, step=step)
+    model = setup.model
+    if not isinstance(model, ImageToImage):
+        raise UserError(f"{setup.config.name} samples from noise; it does not translate images")
+    cond = model.spec.condition("image")
+    x = np.asarray(model.input_from_images(images))
+    return draw(setup, state, len(x), seed, {cond.name: x}), x

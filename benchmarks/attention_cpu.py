@@ -1,5 +1,6 @@
-"""Causal attention, forward + backward, per layer: `aigc_jax.nn.attention.causal_attention` against the automatic
-derivative of `jax.nn.dot_product_attention`, both jitted, same inputs.
+"""Causal attention, forward + backward, per layer: `aigc_jax.nn.attention.causal_attention` with its hand-written
+VJP (traced inside `reverse_mode_kernels`, as the train step does) against the automatic derivative of
+`jax.nn.dot_product_attention`, both jitted, same inputs.
 
     python benchmarks/attention_cpu.py [--out FILE.json]
 
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import LoadAverage, best_seconds, emit  # noqa: E402
 
 from aigc_jax.nn.attention import causal_attention  # noqa: E402
+from aigc_jax.nn.kernels import reverse_mode_kernels  # noqa: E402
 
 SHAPES = {"gpt-shakespeare-char-cpu": (12, 64, 4, 32), "cpu-large": (16, 128, 6, 32)}
 
@@ -32,8 +34,14 @@ def reference(q, k, v):
 
 
 def fwd_bwd(fn):
-    """The gradients of ``sum(fn(q, k, v) * do)``: the forward pass and the backward pass, jitted."""
-    return jax.jit(lambda q, k, v, do: jax.vjp(fn, q, k, v)[1](do))
+    """The gradients of ``sum(fn(q, k, v) * do)``: the forward pass and the backward pass, jitted, with the
+    hand-written VJPs of `aigc_jax.nn` switched on inside the jitted function."""
+
+    def grads(q, k, v, do):
+        with reverse_mode_kernels():
+            return jax.vjp(fn, q, k, v)[1](do)
+
+    return jax.jit(grads)
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ Reported -ELBO and IWAE NLL always use beta = 1; the training loss uses beta.
 """
 
 from aigc_jax.models.vae import VAEConfig
-from experiments._common import mnist_experiment, tiny, variant
+
+from ._common import mnist_experiment, tiny, variant
 
 
 def base():

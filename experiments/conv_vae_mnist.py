@@ -11,7 +11,8 @@ unit interval:
 """
 
 from aigc_jax.models.vae import VAEConfig
-from experiments._common import mnist_experiment, tiny, variant
+
+from ._common import mnist_experiment, tiny, variant
 
 
 def base():

@@ -6,7 +6,8 @@ encoder and the decoder, so `aigc-jax sample --label L` draws digit L; latent 20
 """
 
 from aigc_jax.models.vae import VAEConfig
-from experiments._common import mnist_experiment, tiny, variant
+
+from ._common import mnist_experiment, tiny, variant
 
 
 def base():

@@ -11,7 +11,8 @@ XLA:CPU. At 2000 steps (lenet IS on 2000 samples) no hidden layers gave 5.1, one
 """
 
 from aigc_jax.models.gan import GANConfig
-from experiments._common import gan_experiment, tiny, variant
+
+from ._common import gan_experiment, tiny, variant
 
 
 def base():

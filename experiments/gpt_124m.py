@@ -6,7 +6,8 @@ compute with float32 master params and per-block rematerialisation: a throughput
 
 from aigc_jax.core.config import DataConfig, ExperimentConfig, OptimConfig, PlayerConfig, TrainConfig
 from aigc_jax.models.autoregressive import GPTConfig
-from experiments._common import tiny_text, variant
+
+from ._common import tiny_text, variant
 
 
 def base() -> ExperimentConfig:

@@ -9,8 +9,9 @@ the same AdamW and schedule as `gpt_shakespeare_char_cpu.py`.
 import dataclasses
 
 from aigc_jax.core.config import ExperimentConfig
-from experiments import gpt_shakespeare_char_cpu as cpu
-from experiments._common import tiny_text, variant
+
+from . import gpt_shakespeare_char_cpu as cpu
+from ._common import tiny_text, variant
 
 
 def base() -> ExperimentConfig:

@@ -10,7 +10,8 @@ a validation loss of 1.88 for it.
 
 from aigc_jax.core.config import DataConfig, ExperimentConfig, OptimConfig, PlayerConfig, TrainConfig
 from aigc_jax.models.autoregressive import GPTConfig
-from experiments._common import tiny_text, variant
+
+from ._common import tiny_text, variant
 
 NANOGPT_OPTIM = OptimConfig(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=100, final_lr=1e-4, b1=0.9,
                             b2=0.99, weight_decay=0.1, clip_norm=1.0)

@@ -14,7 +14,8 @@ A few minutes on a 2-core CPU; the reference is the grayscale input itself (test
 import dataclasses
 
 from aigc_jax.models.gan import Pix2PixConfig
-from experiments._common import gan_experiment, tiny, variant
+
+from ._common import gan_experiment, tiny, variant
 
 
 def base():

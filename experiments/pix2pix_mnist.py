@@ -14,7 +14,8 @@ Sized for a 2-core CPU (see the README for the wall time); the number to beat is
 import dataclasses
 
 from aigc_jax.models.gan import Pix2PixConfig
-from experiments._common import gan_experiment, tiny, variant
+
+from ._common import gan_experiment, tiny, variant
 
 
 def base():

@@ -11,7 +11,8 @@ nats and bits/dim (the anchor for a PixelCNN on binarized MNIST is 81.30 nats).
 import dataclasses
 
 from aigc_jax.models.autoregressive import PixelCNNConfig
-from experiments._common import mnist_experiment, tiny, variant
+
+from ._common import mnist_experiment, tiny, variant
 
 
 def base():

@@ -7,7 +7,8 @@ Adam 1e-3 with cosine decay, batch 128, 50 epochs (23,400 steps).
 """
 
 from aigc_jax.models.vae import VAEConfig
-from experiments._common import mnist_experiment, tiny, variant
+
+from ._common import mnist_experiment, tiny, variant
 
 
 def base():

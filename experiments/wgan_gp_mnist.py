@@ -5,18 +5,16 @@ Sized for 20 minutes of a 2-core CPU, three choices depart from the paper's MNIS
 200,000 generator updates): n_critic = 1 on batches of 32 (within a fixed time, more generator updates win), and a
 generator with five 1024-unit hidden layers between z and the convolutions (matmuls on a batch of 32 are cheap next
 to the critic's penalised updates). The critic's convolutions are lowered as patch matmuls (`d_conv="matmul"`: the
-same function; with the penalty's second-order gradients a step runs 1.6x faster that way under XLA:CPU). 10,500
-steps take about 18 minutes here: lenet IS 9.07, FID 4.09, precision / recall 0.80 / 0.56 on 10k samples. Depth
-trades diversity for sharpness within the same time: four layers (11,000 steps) IS 8.90, FID 2.62, recall 0.72;
-six (10,000 steps) IS 9.17, FID 4.94, recall 0.38; the paper's n_critic 5 with two layers (3,800 steps) IS 8.20,
-FID 3.67, recall 0.81. The README lists the sweep.
+same function, faster under XLA:CPU with the penalty's second-order gradients). 10,500 steps; the results and the
+generator-depth sweep are in README.md and benchmarks/README.md ("WGAN-GP: generator depth").
 
     aigc-jax train wgan-gp-mnist
     aigc-jax eval runs/wgan-gp-mnist
 """
 
 from aigc_jax.models.gan import GANConfig
-from experiments._common import gan_experiment, tiny, variant
+
+from ._common import gan_experiment, tiny, variant
 
 
 def base():

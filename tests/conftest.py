@@ -1,4 +1,4 @@
-"""Test environment: 8 simulated CPU devices, strict rank promotion, small compile caches per test."""
+"""Test environment: 8 simulated CPU devices, strict rank and dtype promotion, warnings as errors."""
 
 import os
 
@@ -16,7 +16,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# A strict numerical environment (equinox's habit): no implicit rank broadcasting, no implicit dtype promotion
+# (Python scalars stay weakly typed), and warnings are errors (pyproject.toml's filterwarnings, with its allow-list).
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+from PIL import Image
 
 
 def tree_equal(a, b) -> bool:
@@ -14,3 +15,14 @@ def tree_equal(a, b) -> bool:
 def tree_max_diff(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def png(path) -> Image.Image:
+    """A PNG file's image, read and closed (an open file would be a ResourceWarning, an error in the suite)."""
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
+def png_size(path) -> tuple[int, int]:
+    return png(path).size

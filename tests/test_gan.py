@@ -169,8 +169,10 @@ def test_conditional_samples_follow_the_label_and_config_errors():
     c = model.sample(sp, jax.random.key(1), 4, label=5)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    with pytest.raises(ValueError, match="sampling_params"):
+    with pytest.raises(UserError, match="sampling params"):
         model.sample(params, jax.random.key(1), 4, label=3)
+    with pytest.raises(UserError, match="label=10: expected a class in 0..9"):
+        model.sample(sp, jax.random.key(1), 4, label=10)
     with pytest.raises(UserError, match="critic without batch statistics"):
         cfglib.validate(cfglib.apply_overrides(get_config("wgan-gp-mnist", "tiny"), ("model.d_norm=batch",)))
     with pytest.raises(UserError, match="divisible"):

@@ -1,5 +1,6 @@
 """The shipped lenet-mnist extractor: accuracy of its weights, the hash pin, batch-size independence, input checks."""
 
+import hashlib
 import re
 
 import numpy as np
@@ -21,11 +22,13 @@ def mnist_test():
     return load_mnist("test")
 
 
-def test_id_and_shape(extractor):
-    assert isinstance(extractor, lenet.LeNetExtractor)
-    assert re.fullmatch(r"lenet-mnist/v1/sha256:[0-9a-f]{12}/resize:none", extractor.id)
-    assert extractor.id == f"lenet-mnist/{lenet.VERSION}/sha256:{lenet.SHA256[:12]}/resize:none"
-    assert extractor.image_shape == (28, 28, 1)
+def test_the_id_pins_the_shipped_weights_bytes(extractor):
+    """The id (which every FID/IS result records) names the sha256 of the weights file actually shipped, so two
+    results with one id were computed with the same bytes."""
+    digest = hashlib.sha256(lenet.WEIGHTS_PATH.read_bytes()).hexdigest()
+    assert digest == lenet.SHA256
+    assert extractor.id == f"lenet-mnist/{lenet.VERSION}/sha256:{digest[:12]}/resize:none"
+    assert re.fullmatch(r"lenet-mnist/v\d+/sha256:[0-9a-f]{12}/resize:none", extractor.id)
 
 
 def test_shipped_weights_accuracy(extractor, mnist_test):

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.contract import GenerativeModel, ModelSpec, check_model
 from aigc_jax.train.step import build_train_step, init_state
 
 
@@ -16,7 +17,7 @@ class ToyConfig(ModelConfig):
     dim: int = 3
 
 
-class TwoPlayers:
+class TwoPlayers(GenerativeModel):
     """Player a pulls w_a toward the batch mean; player b pulls w_b toward -w_a. The loss records which
     micro-batch each update saw through its metric."""
 
@@ -24,6 +25,10 @@ class TwoPlayers:
 
     def __init__(self, config=ToyConfig()):
         self.config = config
+
+    @property
+    def spec(self):
+        return ModelSpec(output="image", shape=(1, 1, 1))
 
     def init(self, key):
         ka, kb = jax.random.split(key)
@@ -41,15 +46,13 @@ class TwoPlayers:
     def eval_metrics(self, params, state, batch, key):
         return {"loss": jnp.zeros(batch["image"].shape[0])}
 
-    def sample(self, params, key, num, **cond):
+    def _sample(self, params, key, num):
         return jnp.zeros((num, 1, 1, 1))
-
-    def sample_conditions(self, num):
-        return {}
 
 
 def _setup(schedule, lr=0.1):
     model = TwoPlayers()
+    check_model(model)
     opts = {"a": optax.sgd(lr), "b": optax.sgd(lr)}
     step = jax.jit(build_train_step(model, opts, schedule, lambda b, k: b))
     state = init_state(model, opts, jax.random.key(0))

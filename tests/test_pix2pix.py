@@ -15,7 +15,7 @@ from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.models.gan import pix2pix
 from aigc_jax.train.optim import make_optimizers
 from aigc_jax.train.step import build_train_step, init_state
-from tests.helpers import tree_equal
+from tests.helpers import png, png_size, tree_equal
 
 
 def _model(name="pix2pix-mnist"):
@@ -136,15 +136,15 @@ def trained(tmp_path_factory):
 
 def test_training_grid_and_cli_sample(trained, tmp_path, capsys):
     # The trainer's grid: 8 test examples as input | output | target, 2 examples per row -> 6 columns, 4 rows.
-    grid = Image.open(trained / "samples" / "step_2.png")
+    grid = png(trained / "samples" / "step_2.png")
     assert grid.size == ((6 * 30 + 2) * 2, (4 * 30 + 2) * 2)
     out = tmp_path / "split.png"
     assert main(["sample", str(trained), "--num", "2", "--out", str(out)]) == 0
-    assert Image.open(out).size == ((3 * 30 + 2) * 2, (2 * 30 + 2) * 2)
+    assert png_size(out) == ((3 * 30 + 2) * 2, (2 * 30 + 2) * 2)
     low = tmp_path / "low.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (7, 7), dtype=np.uint8)).save(low)
     assert main(["sample", str(trained), "--input", str(low), "--out", str(out)]) == 0
-    assert Image.open(out).size == ((2 * 30 + 2) * 2, (1 * 30 + 2) * 2)  # input | output
+    assert png_size(out) == ((2 * 30 + 2) * 2, (1 * 30 + 2) * 2)  # input | output
     capsys.readouterr()
     # `eval`: the test L1 and the bicubic baseline; no noise-sample metrics (they need inputs).
     assert main(["eval", str(trained), "--num-samples", "16", "--no-progress"]) == 0

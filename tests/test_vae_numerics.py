@@ -58,7 +58,8 @@ def trained_small_vae():
     @jax.jit
     def step(p, o, x, key):
         g = jax.grad(lambda q: model.loss("vae", {"vae": q}, {}, {"image": x}, key)[0])(p)
-        u, o = opt.update(g, o, p)
+        with jax.numpy_dtype_promotion("standard"):  # Optax's bias correction mixes float and int
+            u, o = opt.update(g, o, p)
         return optax.apply_updates(p, u), o
 
     p = params["vae"]
@@ -93,7 +94,8 @@ def test_overfits_one_small_batch():
     def step(p, o, key):
         (loss, _), g = jax.value_and_grad(lambda q: model.loss("vae", {"vae": q}, {}, {"image": x}, key),
                                        has_aux=True)(p)
-        u, o = opt.update(g, o, p)
+        with jax.numpy_dtype_promotion("standard"):  # Optax's bias correction mixes float and int
+            u, o = opt.update(g, o, p)
         return optax.apply_updates(p, u), o, loss
 
     first = None

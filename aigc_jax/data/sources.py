@@ -205,16 +205,20 @@ def get_source(name: str, split: str, path: str = ""):
     )
 
 
-def for_experiment(config, split: str):
-    """The record source of an experiment's dataset split (images or token windows)."""
+def for_experiment(config, split: str, spec=None):
+    """The record source of an experiment's dataset split: images, or token windows of the model's declared
+    context (``spec``: the model's `ModelSpec`, built from ``config`` when not given)."""
     d = config.data
     if d.name == "shakespeare" or d.name.endswith(".txt") or d.name == "synthetic":
         from aigc_jax.data import text
 
-        context = getattr(config.model, "context", None)
-        if context is None:
+        if spec is None:
+            from aigc_jax.core.registry import build_model
+
+            spec = build_model(config).spec
+        if spec.output != "tokens":
             raise UserError(f"dataset {d.name!r} is text; model {config.model_name!r} does not read tokens")
         if d.name == "synthetic":
-            return text.SyntheticTokens(config.model.vocab_size, context, seed=d.seed + (split == "test"))
-        return text.text_source(d.name, split, context, d.tokenizer, d.path)
+            return text.SyntheticTokens(spec.vocab_size, spec.context, seed=d.seed + (split == "test"))
+        return text.text_source(d.name, split, spec.context, d.tokenizer, d.path)
     return get_source(d.name, split, d.path)

@@ -13,6 +13,8 @@ Kynkaanniemi et al. 2019 (precision/recall with k-NN radii, k = 3).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -36,10 +38,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError("the two sets of statistics have different dimensions")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1.dot(s2))  # (pytorch-fid passes disp=False, which SciPy 1.18 removes: same value)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    # A singular product is expected with fewer samples than feature dimensions; the finiteness check below handles
+    # it, so SciPy's warning is not shown (pytorch-fid passes disp=False, which SciPy 1.18 removes: same value).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1.dot(s2))
+        if not np.isfinite(covmean).all():
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the matrix square root")

@@ -18,12 +18,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from aigc_jax.core.contract import sampling_params
+from aigc_jax.core.contract import SAMPLE_METRIC_GROUPS, sampling_params
 from aigc_jax.core.errors import UserError
 from aigc_jax.metrics import distribution
 from aigc_jax.metrics.features import FeatureExtractor, get_extractor
 
-SAMPLE_METRICS = ("fid", "kid", "is", "pr", "label_accuracy")
+SAMPLE_METRICS = SAMPLE_METRIC_GROUPS
 IS_SPLITS = 10  # Inception Score splits (Salimans et al. 2016)
 PR_K = 3  # neighbours for precision/recall (Kynkaanniemi et al. 2019)
 MIN_SAMPLES = {"fid": 2, "kid": 2, "is": IS_SPLITS, "pr": PR_K + 1, "label_accuracy": 1}
@@ -92,7 +92,8 @@ def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress:
     models; returns ``(images [num, H, W, C] float32 in [0, 1], labels [num] or None)``."""
     model = setup.model
     params = sampling_params(model, state["params"], state["model_state"])
-    ncls = getattr(setup.config.model, "num_classes", 0)
+    label = model.spec.condition("label")
+    ncls = label.num_classes if label is not None else 0
     fn = jax.jit(lambda p, k, c: model.sample(p, k, batch_size, **c))
     key = jax.random.key(seed)
     images, labels = [], []
@@ -100,7 +101,7 @@ def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress:
         cond = {}
         if ncls:
             lab = (np.arange(start, start + batch_size) % ncls).astype(np.int32)
-            cond = {"label": lab}
+            cond = {label.name: lab}
             labels.append(lab)
         images.append(np.asarray(fn(params, jax.random.fold_in(key, i), cond), np.float32))
     imgs = np.concatenate(images)[:num]
@@ -121,9 +122,9 @@ def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str =
         raise UserError(f"--num-samples {num_samples}: {', '.join(metrics)} need at least {least} samples "
                         f"(fid, kid: 2; pr: {PR_K + 1}, k = {PR_K} neighbours; is: {IS_SPLITS}, one per split)")
     cfg = setup.config
-    image_shape = tuple(getattr(cfg.model, "image_shape", ()))
-    name = extractor or default_extractor(image_shape)
-    if "label_accuracy" in metrics and not getattr(cfg.model, "num_classes", 0):
+    spec = setup.model.spec
+    name = extractor or default_extractor(spec.image_shape)
+    if "label_accuracy" in metrics and not spec.num_classes:
         raise UserError(f"label_accuracy: {cfg.name} is not a class-conditional model")
     if "label_accuracy" in metrics and name != "lenet-mnist":
         raise UserError(f"label_accuracy needs a classifier of the dataset's classes (lenet-mnist), not {name}")

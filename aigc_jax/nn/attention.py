@@ -1,14 +1,20 @@
-"""Causal self-attention with a hand-written backward pass, for XLA:CPU.
+"""Causal self-attention, with an optional hand-written backward pass for XLA:CPU.
 
-`causal_attention(q, k, v)` is ``jax.nn.dot_product_attention(q, k, v, is_causal=True)`` for ``q, k, v [B, T, N, H]``.
-On the CPU backend it runs the version below, computed in float32 whatever the inputs' dtype (the output is cast
-back to it); other backends call `jax.nn.dot_product_attention`, which may pick a fused kernel (cuDNN).
-The VJP is the softmax backward written out once: with ``P`` the attention weights and ``O`` the output,
+`causal_attention(q, k, v)` is ``jax.nn.dot_product_attention(q, k, v, is_causal=True)`` for ``q, k, v [B, T, N, H]``
+(batch, positions, heads, head width), returning ``[B, T, N, H]`` in ``q``'s dtype. On the CPU backend it is the
+version below, computed in float32 whatever the inputs' dtype (the output is cast back to it); other backends call
+`jax.nn.dot_product_attention` itself.
+
+By default the CPU version is plain ``jax.numpy``, differentiable in every mode (``jax.grad``, ``jax.jvp``,
+``jax.jacfwd``, hessians), and other backends ask for ``implementation="xla"`` (a fused kernel such as cuDNN's has
+no forward-mode rule). Inside ``with reverse_mode_kernels():`` (`aigc_jax.nn.kernels`; the train step enters it
+around its ``value_and_grad``) the CPU version carries a ``jax.custom_vjp`` over the same forward computation,
+faster to train with and reverse mode only, and other backends let JAX choose the implementation. The VJP is the
+softmax backward written out once: with ``P`` the attention weights and ``O`` the output,
 ``dS = P * (dP - rowsum(dO * O))``, the row sum taken over ``H`` instead of over the ``T x T`` scores (as in
 FlashAttention's backward, Dao et al. 2022). Masked weights are exact zeros, so ``dS`` needs no mask.
-`benchmarks/attention_cpu.py` (2 CPU cores, forward + backward of one layer): 2.68 ms through the automatic
-derivative of `jax.nn.dot_product_attention` and 1.67 ms through this one at batch 12, context 64, 4 heads of 32
-(1.6x); 15.3 against 13.9 ms at batch 16, context 128, 6 heads (1.1x).
+Its speed against the automatic derivative of `jax.nn.dot_product_attention` is measured in benchmarks/README.md
+(``python benchmarks/attention_cpu.py``).
 """
 
 from __future__ import annotations
@@ -18,33 +24,53 @@ import math
 import jax
 import jax.numpy as jnp
 
+from aigc_jax.nn.kernels import reverse_mode_kernels_enabled
+
 
 def _heads_first(x):  # [B, T, N, H] <-> [B, N, T, H]
     return x.transpose(0, 2, 1, 3)
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    if jax.default_backend() != "cpu":
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str | None = None) -> jax.Array:
+    """Causal softmax attention ``q, k, v [B, T, N, H] -> [B, T, N, H]`` (``q``'s dtype), scaled by ``1/sqrt(H)``.
+
+    ``backend`` (default ``jax.default_backend()``) picks the implementation: ``"cpu"``, the float32 version of this
+    module; anything else, `jax.nn.dot_product_attention`. Naming it lets a test run either path on one machine.
+    Whether the hand-written VJP is used is decided by `reverse_mode_kernels` (see the module docstring).
+    """
+    fast = reverse_mode_kernels_enabled()
+    if (backend or jax.default_backend()) != "cpu":
+        # jax.nn.dot_product_attention promotes bfloat16 with float32 internally: its own code needs the standard
+        # promotion rules when a caller (the test suite) runs with strict ones.
+        with jax.numpy_dtype_promotion("standard"):
+            return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=None if fast else "xla")
     f32 = jnp.float32
-    return _attention(q.astype(f32), k.astype(f32), v.astype(f32)).astype(q.dtype)
+    attention = attention_reverse_mode if fast else _attention_plain
+    return attention(q.astype(f32), k.astype(f32), v.astype(f32)).astype(q.dtype)
 
 
 def _forward(q, k, v):
     t, h = q.shape[1], q.shape[3]
-    qh, kh, vh = _heads_first(q), _heads_first(k), _heads_first(v)
-    s = jnp.einsum("bnth,bnsh->bnts", qh, kh) * (1.0 / math.sqrt(h))
+    qh, kh, vh = _heads_first(q), _heads_first(k), _heads_first(v)  # [B, N, T, H]
+    s = jnp.einsum("bnth,bnsh->bnts", qh, kh) * (1.0 / math.sqrt(h))  # [B, N, T, T]
     causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
     s = jnp.where(causal, s, -jnp.inf)  # the diagonal is always kept, so every row has a finite maximum
-    p = jnp.exp(s - s.max(-1, keepdims=True))
+    # The shift by the row maximum leaves the softmax unchanged, so it has no derivative (stop_gradient does not
+    # change the values).
+    p = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))
     p = p * (1.0 / p.sum(-1, keepdims=True))
     oh = jnp.einsum("bnts,bnsh->bnth", p, vh)
     return oh, (qh, kh, vh, p, oh)
 
 
-@jax.custom_vjp
-def _attention(q, k, v):
+def _attention_plain(q, k, v):
     return _heads_first(_forward(q, k, v)[0])
+
+
+@jax.custom_vjp
+def attention_reverse_mode(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """The CPU version for float32 ``q, k, v [B, T, N, H]`` with the hand-written VJP (reverse mode only)."""
+    return _attention_plain(q, k, v)
 
 
 def _fwd(q, k, v):
@@ -63,4 +89,4 @@ def _bwd(res, do):
     return _heads_first(dq), _heads_first(dk), _heads_first(dv)
 
 
-_attention.defvjp(_fwd, _bwd)
+attention_reverse_mode.defvjp(_fwd, _bwd)

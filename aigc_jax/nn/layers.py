@@ -1,9 +1,34 @@
-"""Small shape utilities shared by the convolutional families."""
+"""Small layers shared by the model families: dropout, im2col patches, sub-pixel upsampling, convolution as
+a matmul."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout (Srivastava et al. 2014): each element of ``x`` is kept with probability ``1 - rate`` and
+    scaled by ``1 / (1 - rate)``, else zeroed; same shape and dtype as ``x``. ``rate == 0`` or ``key is None``
+    (evaluation) is the identity."""
+    if rate == 0.0 or key is None:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int] = (1, 1)) -> jax.Array:
+    """The ``kh x kw`` patches of a VALID convolution (im2col): ``x [B, H, W, C] -> [B, Ho, Wo, kh * kw * C]`` with
+    ``Ho = (H - kh) // sh + 1`` and ``Wo = (W - kw) // sw + 1``. The last axis is ordered ``(i, j, c)``, as a
+    ``[kh, kw, C, C_out]`` kernel reshaped to ``[kh * kw * C, C_out]``, so ``patches(x, ...) @ kernel.reshape(-1,
+    C_out)`` is the convolution. Pad ``x`` first for other paddings."""
+    sh, sw = strides
+    if kh == kw == sh == sw == 1:
+        return x
+    _, h, w, _ = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    cols = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(cols, axis=-1)
 
 
 def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
@@ -15,8 +40,8 @@ def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
 
 def conv_as_matmul(conv, x: jax.Array) -> jax.Array:
     """``conv(x)`` for an ``nnx.Conv`` (NHWC, no dilation or groups), computed as an explicit patch matrix times the
-    reshaped kernel: the ``kh * kw`` strided slices of the padded input are concatenated on the channel axis (in the
-    kernel's ``(i, j, c)`` order) and multiplied by ``kernel.reshape(kh * kw * C_in, C_out)``.
+    reshaped kernel: the `patches` of the padded input (the ``kh * kw`` strided slices concatenated on the channel
+    axis in the kernel's ``(i, j, c)`` order) multiplied by ``kernel.reshape(kh * kw * C_in, C_out)``.
 
     The same function and parameters as ``conv(x)``; only the lowering differs. Under XLA:CPU the gradients of a
     strided convolution, and above all the second-order gradients that a gradient penalty takes, run several times
@@ -41,10 +66,8 @@ def conv_as_matmul(conv, x: jax.Array) -> jax.Array:
         pad = tuple((p, p) if isinstance(p, int) else tuple(p) for p in pad)
     (pt, pb), (pl, pr) = pad
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    cols = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
     kernel = conv.kernel[...]
-    y = jnp.concatenate(cols, axis=-1) @ kernel.reshape(kh * kw * c, kernel.shape[-1])
+    y = patches(xp, kh, kw, (sh, sw)) @ kernel.reshape(kh * kw * c, kernel.shape[-1])
     return y if conv.bias is None else y + conv.bias[...].reshape(1, 1, 1, -1)
 
 

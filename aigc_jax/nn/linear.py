@@ -1,26 +1,36 @@
-"""Matrix products with a hand-written backward pass.
+"""Matrix products ``x @ w`` with an optional hand-written backward pass.
 
-`dense(x, w)` is ``x @ w`` for ``x [..., K]`` and ``w [K, M]`` in ``x``'s dtype: ``w`` is cast to it (so a float32
-master weight serves bfloat16 activations), products accumulate in float32, and the weight gradient comes back in
-``w``'s dtype. The VJP computes the weight gradient as one explicit ``[K, N] @ [N, M]`` product. Two XLA:CPU
-(jaxlib 0.10) behaviours shape it:
+`dense(x, w)` is ``x @ w`` for ``x [..., K]`` and ``w [K, M]``, returning ``[..., M]`` in ``x``'s dtype: ``w`` is
+cast to it (so a float32 master weight serves bfloat16 activations) and products accumulate in float32.
+
+By default it is that product written in plain ``jax.numpy``, differentiable in every mode (``jax.grad``,
+``jax.jvp``, ``jax.jacfwd``, hessians). Inside ``with reverse_mode_kernels():`` (`aigc_jax.nn.kernels`; the train
+step enters it around its ``value_and_grad``) the same forward computation carries a ``jax.custom_vjp`` that is
+faster to train with on XLA:CPU (jaxlib 0.10) and supports reverse mode only. Its backward returns the weight
+gradient in ``w``'s dtype, computed as one explicit ``[K, N] @ [N, M]`` product, for two reasons:
 
 - float32: the automatic transpose of a chain of these products fuses the transposed copy of the weight-gradient
-  operand with the whole elementwise backward of the residual stream (LayerNorm, GELU, adds) into loop fusions that
-  ran 4-5 ms each for a 768x128 tensor; with this VJP a 4-layer GPT's gradient went from 86 ms to 51 ms on 2 cores.
-- bfloat16: a ``bf16 x bf16 -> f32`` product runs 2-4x faster than float32 (AMX/AVX512-BF16) only when both
-  operands are row-major and untransposed; a transposed operand (``x.T @ dy``, ``dy @ w.T``) falls back to a path
-  slower than float32. On CPU the backward products therefore read physically transposed copies of ``x`` and ``w``
+  operand with the whole elementwise backward of the residual stream (LayerNorm, GELU, adds) into slow loop
+  fusions; the explicit product avoids them.
+- bfloat16: a ``bf16 x bf16 -> f32`` product runs faster than float32 (AMX/AVX512-BF16) only when both operands are
+  row-major and untransposed; a transposed operand (``x.T @ dy``, ``dy @ w.T``) falls back to a path slower than
+  float32. On CPU the backward products therefore read physically transposed copies of ``x`` and ``w``
   (`row_major_transpose`; ``w`` is transposed in float32, which XLA:CPU copies faster than bfloat16); on other
   backends the transposes stay free layout changes. ``x`` is transposed batch element by batch element
   (`batch_blocked_transpose`) so that an ``x`` sharded on its leading (batch) axis stays sharded: flattening the
   whole transpose made XLA all-gather the batch on every device and compute the full weight gradient twice.
+
+The timings behind both are in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+from aigc_jax.nn.kernels import reverse_mode_kernels_enabled
 
 
 def row_major_transpose(a: jax.Array) -> jax.Array:
@@ -43,20 +53,38 @@ def _matmul(a, b):
     return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
-@jax.custom_vjp
-def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+def _product(x, w):
     return _matmul(x, w.astype(x.dtype)).astype(x.dtype)
 
 
-def _dense_fwd(x, w):
-    return dense(x, w), (x, w)
+def dense(x: jax.Array, w: jax.Array, *, backend: str | None = None) -> jax.Array:
+    """``x [..., K] @ w [K, M] -> [..., M]`` in ``x``'s dtype, accumulated in float32.
+
+    Plain ``jax.numpy`` (every transformation) unless traced inside `reverse_mode_kernels`, where it is
+    `dense_reverse_mode` for ``backend`` (default ``jax.default_backend()``). Both give the same values.
+    """
+    if not reverse_mode_kernels_enabled():
+        return _product(x, w)
+    return dense_reverse_mode(x, w, backend or jax.default_backend())
 
 
-def _dense_bwd(res, dy):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def dense_reverse_mode(x: jax.Array, w: jax.Array, backend: str) -> jax.Array:
+    """`dense` with the hand-written VJP (reverse mode only) whose backward suits ``backend`` (``"cpu"``: the
+    physically transposed bfloat16 operands; anything else: plain transposes). The name is an argument so that a
+    test on one machine runs either backward."""
+    return _product(x, w)
+
+
+def _dense_fwd(x, w, backend):
+    return dense_reverse_mode(x, w, backend), (x, w)
+
+
+def _dense_bwd(backend, res, dy):
     x, w = res  # dy has x's dtype (the output's)
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
-    if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    if x.dtype == jnp.bfloat16 and backend == "cpu":
         xt = batch_blocked_transpose(x) if x.ndim > 2 else row_major_transpose(x2)
         dw = _matmul(xt, dy2)
         dx = _matmul(dy2, row_major_transpose(w).astype(x.dtype)).reshape(x.shape)
@@ -66,4 +94,4 @@ def _dense_bwd(res, dy):
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-dense.defvjp(_dense_fwd, _dense_bwd)
+dense_reverse_mode.defvjp(_dense_fwd, _dense_bwd)

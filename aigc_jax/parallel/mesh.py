@@ -213,9 +213,8 @@ class InFlight:
     Why: XLA:CPU (jaxlib 0.10) launches the per-device parts of a multi-device program from a thread pool, and a
     device admits at most 32 queued programs. With dozens of steps queued, a later step's launch can hold a slot while
     an earlier step's launch for the same device waits for one, and the other device then waits forever in that
-    earlier step's all-reduce (the bf16 GPT step on 2 host devices: a hang in 1 of 8 runs, and in every run with
-    ``PJRT_NPROC=3``; with ``depth=2`` none in 8 runs, nor in 3 with ``PJRT_NPROC=3``). Two steps of look-ahead keep
-    the devices as busy as an unbounded queue (42-49 steps/s paced, 43-46 unpaced).
+    earlier step's all-reduce. Two steps of look-ahead keep the devices as busy as an unbounded queue (the runs
+    behind ``depth=2`` are in benchmarks/README.md, "Multi-device and multi-process GPT training on CPU").
     """
 
     def __init__(self, depth: int = 2):

@@ -7,6 +7,7 @@ a model family: everything model-specific comes through the contract in `aigc_ja
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -22,14 +23,14 @@ from tqdm.auto import tqdm
 from aigc_jax.checkpoint import Checkpointer
 from aigc_jax.core import config as cfglib
 from aigc_jax.core.config import ExperimentConfig
-from aigc_jax.core.contract import sampling_params
 from aigc_jax.core.errors import NonFiniteLossError, UserError
 from aigc_jax.data import sources
-from aigc_jax.data import text as text_data
-from aigc_jax.data.pipeline import EVAL_KEY, masked_sums, train_iterator
+from aigc_jax.data.pipeline import train_iterator
 from aigc_jax.parallel import mesh as meshlib
+from aigc_jax.train.evaluation import evaluate
+from aigc_jax.train.sampling import sample_grid
 from aigc_jax.train.setup import Setup, build_setup
-from aigc_jax.train.writers import RunWriter, save_grid, save_panels, save_text
+from aigc_jax.train.writers import RunWriter, save_text
 
 # Config sections that define the state's structure or the data stream: a workdir can only be resumed with the
 # same ones, except for the settings below, which change neither (e.g. a lower learning rate after a divergence).
@@ -62,47 +63,125 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
         )
 
 
-def evaluate(setup: Setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0,
-             max_examples: int = 0) -> dict:
-    """Mean of the model's per-example eval metrics over a split's first ``max_examples`` (0: all; and at most
-    ``max_batches`` batches, default ``train.num_eval_batches``), with the count under ``"examples"``.
-    Deterministic: fixed keys per batch, and a fixed data transform per example (see `eval_batches`)."""
-    cfg = setup.config
-    nb = cfg.train.num_eval_batches if max_batches is None else max_batches
-    totals, count = masked_sums(lambda b, m, k: setup.eval_step(state, b, m, k), sources.for_experiment(cfg, split),
-                                cfg.data.eval_batch_size, setup.batch_sharding, jax.random.key(seed + EVAL_KEY),
-                                nb, max_examples)
-    return {**{k: float(v) / count for k, v in totals.items()}, "examples": int(count)}
-
-
-def sample_images(setup: Setup, state: dict, num: int, seed: int, cond: dict | None = None) -> np.ndarray:
-    """``num`` samples from the model with ``cond`` (default: its grid conditioning, e.g. labels 0..9 repeating),
-    drawn with the model's sampling params (e.g. a GAN's moving-average generator)."""
-    cond = setup.model.sample_conditions(num) if cond is None else cond
-    params = sampling_params(setup.model, state["params"], state["model_state"])
-    # A replicated result: every process can read it, also when the params span hosts.
-    fn = jax.jit(lambda p, k, c: setup.model.sample(p, k, num, **c), out_shardings=meshlib.replicated(setup.mesh))
-    return np.asarray(jax.device_get(fn(params, jax.random.key(seed), cond)))
-
-
-def panel_images(setup: Setup, state: dict, num: int, seed: int, split: str = "test") -> np.ndarray:
-    """For an image-to-image model, one with ``grid_images(params, state, batch, key) -> [B, K, H, W, C]``: the K
-    panels (e.g. input | output | target) of each of the first ``num`` examples of a split, as ``[num, K, H, W, C]``
-    in [0, 1]. Its samples need inputs, so its grids are made from data rather than from `sample_conditions`."""
-    src = sources.for_experiment(setup.config, split)
-    batch = src.__getitems__(np.arange(min(num, len(src))))
-
-    def fn(params, model_state, b, key):
-        data_key, model_key = jax.random.split(key)
-        return setup.model.grid_images(params, model_state, setup.transform(b, data_key), model_key)
-
-    out = jax.jit(fn, out_shardings=meshlib.replicated(setup.mesh))(state["params"], state["model_state"], batch,
-                                                                     jax.random.key(seed))
-    return np.asarray(jax.device_get(out))
-
-
 def _write_json(path: Path, data: dict) -> None:
     save_text(json.dumps(data, indent=2) + "\n", path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hooks: what the loop does after a step. Each runs every ``every`` steps (0: never) and at the last step, in the
+# order of `_hooks`; a later feature adds a hook, not a branch in the loop.
+
+
+@dataclasses.dataclass
+class Run:
+    """What the hooks share: the setup, the live state (replaced after every step), the run's writers."""
+
+    setup: Setup
+    state: dict
+    workdir: Path
+    writer: RunWriter
+    ckpt: Checkpointer
+    iterator: object
+    cfg_dict: dict
+    summary: dict
+    primary: bool
+    tokenizer: object = None
+    pending: list = dataclasses.field(default_factory=list)
+    eval_loss: float | None = None  # the eval loss of this step, when the eval hook ran (the best checkpoint)
+
+    def check_finite(self):
+        bad = int(jax.device_get(self.state["nonfinite_step"]))
+        if bad >= 0:
+            raise NonFiniteLossError(bad + 1)  # steps are counted from 1, as in metrics.jsonl
+
+    def checkpoint(self, step: int):
+        self.check_finite()  # never save a state from after a non-finite update
+        self.ckpt.save(step, self.state, self.iterator, self.cfg_dict, self.eval_loss)
+
+
+@dataclasses.dataclass
+class Hook:
+    every: int
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or bool(self.every and step % self.every == 0)
+
+    def __call__(self, run: Run, step: int) -> None:  # pragma: no cover  (abstract)
+        raise NotImplementedError
+
+
+class LogHook(Hook):
+    """Mean of the train metrics since the last log, steps/s, the NaN check, metrics.jsonl and the bar's losses."""
+
+    def __init__(self, every: int, bar):
+        super().__init__(every)
+        self.bar = bar
+        self.t_log, self.steps_since = time.perf_counter(), 0
+
+    def __call__(self, run: Run, step: int) -> None:
+        host = jax.device_get(run.pending)
+        mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        now = time.perf_counter()
+        mean["steps_per_sec"] = len(host) / max(now - self.t_log, 1e-9)
+        self.t_log, run.pending = now, []
+        run.check_finite()
+        run.writer.write("train", step, mean)
+        run.summary["train"] = mean
+        # "loss" for one player; "d_loss", "g_loss", ... (first letter of each player) for several.
+        shown = {("loss" if k == "loss" else f"{k.split('/')[0][0]}_loss"): f"{v:.3f}" for k, v in mean.items()
+                 if k.split("/")[-1] == "loss"}
+        self.bar.set_postfix(shown, refresh=False)
+
+
+class EvalHook(Hook):
+    """The model's test metrics (`train.num_eval_batches` batches) into metrics.jsonl and the summary."""
+
+    def __call__(self, run: Run, step: int) -> None:
+        m = evaluate(run.setup, run.state, seed=run.setup.config.train.seed)
+        run.writer.write("eval", step, m)
+        run.summary["eval"] = m
+        run.eval_loss = m.get("loss")
+
+
+class SampleHook(Hook):
+    """``samples/step_N.png`` (or ``.txt``): the sample kind the model declares (`sampling.sample_grid`)."""
+
+    def __call__(self, run: Run, step: int) -> None:
+        cfg = run.setup.config
+        write = sample_grid(run.setup, run.state, cfg.train.num_samples, cfg.train.seed + 1,
+                            run.workdir / "samples" / f"step_{step}.png", run.tokenizer)
+        if run.primary:
+            write()
+
+
+class CheckpointHook(Hook):
+    def __call__(self, run: Run, step: int) -> None:
+        run.checkpoint(step)
+
+
+def _hooks(cfg: ExperimentConfig, bar) -> list[Hook]:
+    t = cfg.train
+    return [LogHook(t.log_every, bar), EvalHook(t.eval_every), SampleHook(t.sample_every),
+            CheckpointHook(t.checkpoint_every)]
+
+
+def _check_data(cfg: ExperimentConfig, spec, train_src) -> None:
+    """The dataset gives what the model declares it reads: images of its shape, or tokens of its vocabulary."""
+    if spec.output == "image":
+        data_shape = getattr(train_src, "image_shape", None)
+        if data_shape is None:
+            raise UserError(f"dataset {cfg.data.name!r} has no images but model {cfg.model_name!r} needs them")
+        if tuple(data_shape) != spec.image_shape:
+            raise UserError(
+                f"dataset {cfg.data.name!r} has images of shape {tuple(data_shape)} but model.image_shape is "
+                f"{spec.image_shape}: set model.image_shape to match"
+            )
+    tokenizer = getattr(train_src, "tokenizer", None)
+    if tokenizer is not None and tokenizer.vocab_size > spec.vocab_size:
+        raise UserError(
+            f"the {cfg.data.tokenizer} tokenizer of {cfg.data.name!r} has {tokenizer.vocab_size} tokens but "
+            f"model.vocab_size is {spec.vocab_size}: set model.vocab_size >= {tokenizer.vocab_size}"
+        )
 
 
 def train(
@@ -124,23 +203,9 @@ def train(
     primary = jax.process_index() == 0
     setup = build_setup(cfg, mesh)
     total = cfg.train.steps
-    train_src = sources.for_experiment(cfg, "train")
-    model_shape = getattr(cfg.model, "image_shape", None)
-    data_shape = getattr(train_src, "image_shape", None)
-    if model_shape is not None and data_shape is None:
-        raise UserError(f"dataset {cfg.data.name!r} has no images but model {cfg.model_name!r} needs them")
-    if model_shape is not None and tuple(data_shape) != tuple(model_shape):
-        raise UserError(
-            f"dataset {cfg.data.name!r} has images of shape {tuple(data_shape)} but model.image_shape is "
-            f"{tuple(model_shape)}: set model.image_shape to match"
-        )
+    train_src = sources.for_experiment(cfg, "train", setup.model.spec)
+    _check_data(cfg, setup.model.spec, train_src)
     tokenizer = getattr(train_src, "tokenizer", None)
-    vocab = getattr(cfg.model, "vocab_size", None)
-    if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
-        raise UserError(
-            f"the {cfg.data.tokenizer} tokenizer of {cfg.data.name!r} has {tokenizer.vocab_size} tokens but "
-            f"model.vocab_size is {vocab}: set model.vocab_size >= {tokenizer.vocab_size}"
-        )
     iterator = train_iterator(train_src, cfg.data, setup.examples_per_step)
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -173,45 +238,12 @@ def train(
         return summary
 
     writer = RunWriter(workdir, enabled=primary, resume_step=start)
-
-    def check_finite():
-        bad = int(jax.device_get(state["nonfinite_step"]))
-        if bad >= 0:
-            raise NonFiniteLossError(bad + 1)  # steps are counted from 1, as in metrics.jsonl
-
-    def checkpoint(step: int, eval_loss: float | None = None):
-        check_finite()  # never save a state from after a non-finite update
-        ckpt.save(step, state, iterator, cfg_dict, eval_loss)
-
-    def run_eval(step: int) -> dict:
-        m = evaluate(setup, state, seed=cfg.train.seed)
-        writer.write("eval", step, m)
-        summary["eval"] = m
-        return m
-
-    def run_samples(step: int):
-        # Every process draws the samples (params may be sharded across hosts); the first one writes them.
-        seed, path = cfg.train.seed + 1, workdir / "samples" / f"step_{step}.png"
-        if getattr(setup.model, "sample_kind", "image") == "text":
-            if tokenizer is None:
-                return
-            toks = sample_images(setup, state, min(cfg.train.num_samples, 4), seed,
-                                 {"prompt": text_data.default_prompt(tokenizer)})
-            write = lambda: save_text("\n\n---\n\n".join(tokenizer.decode(t) for t in toks), path.with_suffix(".txt"))
-        elif hasattr(setup.model, "grid_images"):  # image-to-image: input | output | target of test examples
-            panels = panel_images(setup, state, cfg.train.num_samples, seed)
-            write = lambda: save_panels(panels, path)
-        else:
-            images = sample_images(setup, state, cfg.train.num_samples, seed)
-            write = lambda: save_grid(images, path)
-        if primary:
-            write()
-
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)
-    pending: list[dict] = []
+    run = Run(setup=setup, state=state, workdir=workdir, writer=writer, ckpt=ckpt, iterator=iterator,
+              cfg_dict=cfg_dict, summary=summary, primary=primary, tokenizer=tokenizer)
+    hooks = _hooks(cfg, bar)
     in_flight = meshlib.InFlight()
-    t_log, steps_since = time.perf_counter(), 0
     step = start
     # Ctrl-C only raises a flag: the loop checkpoints at the end of the step it is in. (A KeyboardInterrupt raised
     # mid-step could find the state donated to the step and the data iterator one batch ahead of it.)
@@ -228,38 +260,21 @@ def train(
     try:
         while step < total:
             batch = next(iterator)
-            state, metrics = setup.train_step(state, meshlib.to_global(batch, setup.batch_sharding))
+            run.state, metrics = setup.train_step(run.state, meshlib.to_global(batch, setup.batch_sharding))
             in_flight.push(metrics)
             step += 1
-            steps_since += 1
-            pending.append(metrics)
+            run.pending.append(metrics)
             bar.update(1)
             last = step == total or step == stop_at
-            if step % cfg.train.log_every == 0 or last:
-                host = jax.device_get(pending)
-                mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                now = time.perf_counter()
-                mean["steps_per_sec"] = steps_since / max(now - t_log, 1e-9)
-                t_log, steps_since, pending = now, 0, []
-                check_finite()
-                writer.write("train", step, mean)
-                summary["train"] = mean
-                # "loss" for one player; "d_loss", "g_loss", ... (first letter of each player) for several.
-                shown = {("loss" if k == "loss" else f"{k.split('/')[0][0]}_loss"): f"{v:.3f}" for k, v in mean.items()
-                         if k.split("/")[-1] == "loss"}
-                bar.set_postfix(shown, refresh=False)
-            eval_loss = None
-            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
-                eval_loss = run_eval(step).get("loss")
-            if (cfg.train.sample_every and step % cfg.train.sample_every == 0) or last:
-                run_samples(step)
-            if step % cfg.train.checkpoint_every == 0 or last:
-                checkpoint(step, eval_loss)
+            run.eval_loss = None
+            for hook in hooks:
+                if hook.due(step, last):
+                    hook(run, step)
             if step == stop_at:
                 break
             if interrupted:
                 if ckpt.latest_step() != step:  # nothing lost: keep what was trained so far (when finite)
-                    checkpoint(step)
+                    run.checkpoint(step)
                 raise KeyboardInterrupt
     except BaseException:
         bar.close()

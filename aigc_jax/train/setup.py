@@ -15,6 +15,7 @@ import optax
 from jax.sharding import Mesh
 
 from aigc_jax.core.config import ExperimentConfig
+from aigc_jax.core.contract import Partitioned
 from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import build_model
 from aigc_jax.data.pipeline import make_device_transform
@@ -42,9 +43,10 @@ class Setup:
     @functools.cached_property
     def per_device_gradients(self) -> bool:
         """Whether the train step differentiates per device and reduces one flat buffer (`per_device_value_and_grad`):
-        on a mesh that splits only the batch (params replicated), for a model whose ``per_example_loss`` is true."""
+        on a mesh that splits only the batch (params replicated), for a model whose spec declares
+        ``per_example_loss``."""
         only_batch = self.mesh.shape["fsdp"] == self.mesh.shape["tensor"] == 1 < self.mesh.shape["data"]
-        return only_batch and bool(getattr(self.model, "per_example_loss", False))
+        return only_batch and self.model.spec.per_example_loss
 
     @functools.cached_property
     def train_step(self):
@@ -85,10 +87,10 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training
     mesh = meshlib.make_mesh(config.mesh) if mesh is None else mesh
     optimizers = make_optimizers(config)
     schedule = tuple((p.name, p.updates_per_step) for p in config.players)
-    param_specs = getattr(model, "param_partition_specs", None)
+    param_specs = model.param_partition_specs if isinstance(model, Partitioned) else None
     if mesh.shape["tensor"] > 1 and param_specs is None:
         raise UserError(f"--mesh tensor={mesh.shape['tensor']}: {config.model_name} has no tensor-parallel layout "
-                        "(only gpt does); use the data and fsdp axes")
+                        "(its model declares no Partitioned layout); use the data and fsdp axes")
     if for_training:
         meshlib.check_batch(mesh, config.data.batch_size)
         meshlib.check_process_rows(mesh, config.data.batch_size)

@@ -9,8 +9,8 @@ A train step runs the update schedule: for each player in order, ``updates_per_s
 player's params (a `lax.scan` when more than one), each on its own micro-batch of the step's batch and its own key
 ``fold_in(fold_in(fold_in(rng, step), player_index), update_index)``. An update whose loss or gradient is not finite
 is not applied, and the first step where that happened is recorded in ``nonfinite_step`` for the host to report, so
-a NaN never reaches the params or a checkpoint. A model may define ``after_update(player, params, state) -> state``,
-called with the updated params after every applied update (an exponential moving average of weights lives there).
+a NaN never reaches the params or a checkpoint. A `StateUpdates` model's ``after_update(player, params, state) ->
+state`` is called with the updated params after every applied update (an exponential moving average of weights).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
+
+from aigc_jax.core.contract import StateUpdates
+from aigc_jax.nn.kernels import reverse_mode_kernels
 
 
 def init_state(model, optimizers: dict[str, optax.GradientTransformation], key: jax.Array) -> dict:
@@ -47,7 +50,7 @@ def per_device_value_and_grad(mesh: Mesh, batch_axes: tuple[str, ...]) -> Callab
     with no randomness, no cross-example statistics, no state update and metrics that are such means too (a
     model's ``per_example_loss``). Why:
     XLA:CPU's in-process all-reduce meets at one rendezvous per buffer, and GSPMD reduces a tuple of one buffer per
-    parameter (the -cpu GPT's 27: 2.6 ms a step on 2 host devices, against 1.5 ms for the same bytes as one buffer).
+    parameter (measured in benchmarks/README.md, "What made our step faster").
     """
 
     def value_and_grad(objective, p, mb, *context):
@@ -84,7 +87,7 @@ def build_train_step(
     """
     max_updates = max(n for _, n in schedule)
     single = len(schedule) == 1
-    after_update = getattr(model, "after_update", None)
+    after_update = model.after_update if isinstance(model, StateUpdates) else None
 
     def step_fn(state: dict, batch: dict) -> tuple[dict, dict]:
         step = state["step"]
@@ -106,15 +109,19 @@ def build_train_step(
                 def objective(p, mb, params, mstate, loss_key):
                     return model.loss(player, {**params, player: p}, mstate, mb, loss_key)
 
-                (loss, (m, new_mstate)), grads = value_and_grad(objective, params[player], mb, params, mstate,
-                                                                loss_key)
+                with reverse_mode_kernels():  # the hand-written VJPs of aigc_jax.nn (reverse mode is all it needs)
+                    (loss, (m, new_mstate)), grads = value_and_grad(objective, params[player], mb, params, mstate,
+                                                                    loss_key)
                 grad_norm = optax.global_norm(grads)
                 # A NaN/Inf anywhere in the gradient makes its norm non-finite, so one reduction checks both.
                 ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
                 def apply(operands):
                     p, o, _, new_ms = operands
-                    updates, o = opt.update(grads, o, p)
+                    # Optax's bias corrections raise a Python float to an int32 count: under the tests' strict
+                    # dtype promotion that needs the standard rules (the model code itself is checked strictly).
+                    with jax.numpy_dtype_promotion("standard"):
+                        updates, o = opt.update(grads, o, p)
                     p = optax.apply_updates(p, updates)
                     if after_update is not None:  # e.g. a GAN's EMA of generator weights, from the updated params
                         after = after_update(player, {**params, player: p}, new_ms)
@@ -141,8 +148,8 @@ def build_train_step(
             if n == 1:
                 carry, m = update(carry, 0)
             else:
-                # Unrolled: XLA:CPU runs convolutions inside a rolled loop body 10-20x slower (a WGAN-GP step
-                # with 5 critic updates: 9.8 s rolled, about 1 s unrolled).
+                # Unrolled: XLA:CPU runs convolutions inside a rolled loop body many times slower (measured in
+                # benchmarks/README.md, "WGAN-GP on XLA:CPU").
                 carry, m = jax.lax.scan(update, carry, jnp.arange(n), unroll=True)
                 m = jax.tree.map(jnp.mean, m)
             params, opt_state, mstate, bad = carry

@@ -1,6 +1,6 @@
 """GPT: a decoder-only transformer (Radford et al. 2018/2019; nanoGPT's layout) as pure functions.
 
-Pre-LayerNorm blocks, causal self-attention through `jax.nn.dot_product_attention`, GELU MLP, learned positions,
+Pre-LayerNorm blocks, causal self-attention (`aigc_jax.nn.attention`), GELU MLP, learned positions,
 tied input/output embeddings, optional biases and dropout. Every parameter carries logical axis names
 (``vocab, embed, heads, head_dim, mlp``); ``GPTConfig.axis_rules`` maps them to the mesh axes
 ``data, fsdp, tensor`` (a short rule table), which gives FSDP and tensor parallelism in the one trainer.
@@ -20,10 +20,11 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.contract import Condition, Extras, GenerativeModel, Likelihood, ModelSpec, Partitioned
 from aigc_jax.core.errors import UserError
-from aigc_jax.core.registry import register_model
 from aigc_jax.models.autoregressive.sampling import decode_loop
 from aigc_jax.nn.attention import causal_attention
+from aigc_jax.nn.layers import dropout
 from aigc_jax.nn.linear import dense
 
 LOGICAL_AXES = ("vocab", "embed", "heads", "head_dim", "mlp", "pos")
@@ -102,13 +103,6 @@ def _bcast(v, ndim):
     return v.reshape((1,) * (ndim - v.ndim) + v.shape)
 
 
-def _dropout(x, rate, key):
-    if rate == 0.0 or key is None:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
-
-
 class Block(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         d, n = cfg.width, cfg.heads
@@ -149,7 +143,7 @@ class Block(nnx.Module):
             q, k, v = (z + _bcast(bias[...], 4).astype(z.dtype)
                        for z, bias in ((q, self.bq), (k, self.bk), (v, self.bv)))
         if cache is None:
-            att = causal_attention(q, k, v)  # a hand-written VJP on CPU, jax.nn.dot_product_attention elsewhere
+            att = causal_attention(q, k, v)  # its hand-written VJP inside the train step (nn.reverse_mode_kernels)
             new_cache = None
         else:
             ck, cv = cache
@@ -157,12 +151,13 @@ class Block(nnx.Module):
             cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, pos, 0, 0))
             s = ck.shape[1]
             mask = (jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None])[None, None]  # [1, 1, T, S]
-            att = jax.nn.dot_product_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask)
+            with jax.numpy_dtype_promotion("standard"):  # it promotes bfloat16 with float32 internally
+                att = jax.nn.dot_product_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask)
             new_cache = (ck, cv)
         out = dense(att.reshape(b, t, n * h), self.wo[...].reshape(n * h, d))
         if self.use_bias:
             out = out + _bcast(self.bo[...], 3).astype(out.dtype)
-        x = x + _dropout(out, self.dropout, k1)
+        x = x + dropout(out, self.dropout, k1)
         y = self.ln2(x)
         hdn = dense(y, self.w_in[...])
         if self.use_bias:
@@ -171,7 +166,7 @@ class Block(nnx.Module):
         out = dense(hdn, self.w_out[...])
         if self.use_bias:
             out = out + _bcast(self.b_out[...], 3).astype(out.dtype)
-        return x + _dropout(out, self.dropout, k2), new_cache
+        return x + dropout(out, self.dropout, k2), new_cache
 
 
 def _gelu(x: jax.Array) -> jax.Array:
@@ -190,14 +185,28 @@ class GPTNetwork(nnx.Module):
         self.ln_f = LayerNorm(cfg.width, cfg.bias, rngs)
 
 
-class GPT:
+class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
     """Pure functions of a GPT over plain-pytree params ``{"gpt": {...}}``."""
 
     players = ("gpt",)
-    sample_kind = "text"
 
     def __init__(self, config: GPTConfig):
         self.config = config
+        v = config.vocab_size
+        conditions = (
+            Condition("prompt", "tokens", vocab_size=v, doc="the tokens to continue (default: token 0)"),
+            Condition("tokens", "setting", low=1, default=config.sample_tokens, doc="new tokens to generate"),
+            Condition("temperature", "setting", dtype="float32", low=0.0, default=config.temperature,
+                      doc="sampling temperature (0: greedy)"),
+            Condition("top_k", "setting", low=0, default=config.top_k, doc="keep the k most likely tokens (0: all)"),
+            Condition("top_p", "setting", dtype="float32", low=0.0, low_open=True, high=1.0, default=config.top_p,
+                      doc="nucleus sampling mass (1: off)"),
+        )
+        # The loss is a mean over equal-length sequences with no randomness when there is no dropout, no state
+        # update and no metrics but the loss: a data-parallel step may differentiate it per device and reduce once.
+        self._spec = ModelSpec(output="tokens", shape=(config.context,), conditions=conditions, vocab_size=v,
+                               data_dims=config.context, metrics=("loss", "nll"), default_metrics=("loss", "nll"),
+                               per_example_loss=config.dropout == 0)
         with nnx.use_eager_sharding(False):
             abstract = nnx.eval_shape(lambda: GPTNetwork(config, nnx.Rngs(0)))
         self._graphdef, abstract_state = nnx.split(abstract)
@@ -207,11 +216,8 @@ class GPT:
         self.dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
 
     @property
-    def per_example_loss(self) -> bool:
-        """The loss is a mean over equal-length sequences with no randomness (no dropout), no state update and no
-        metrics but the loss, so a data-parallel train step may differentiate it per device and reduce once
-        (`train.step.per_device_value_and_grad`)."""
-        return self.config.dropout == 0
+    def spec(self) -> ModelSpec:
+        return self._spec
 
     # -- sharding ---------------------------------------------------------------------------------------------
     def logical_axes(self):
@@ -244,10 +250,11 @@ class GPT:
         cfg = self.config
         net = nnx.merge(self._graphdef, params["gpt"])  # params stay float32 (cast at the matmuls)
         t = tokens.shape[1]
-        x = net.wte[...][tokens] + jax.lax.dynamic_slice_in_dim(net.wpe[...], pos, t, axis=0)[None]  # [B, T, D]
+        wte = jnp.asarray(net.wte[...])  # (loaded params are numpy arrays; the tokens may be traced)
+        x = wte[tokens] + jax.lax.dynamic_slice_in_dim(net.wpe[...], pos, t, axis=0)[None]  # [B, T, D]
         x = x.astype(self.dtype)  # params stay float32; activations (and matmul operands) in the compute dtype
         keys = [None] * (cfg.layers + 1) if key is None else list(jax.random.split(key, cfg.layers + 1))
-        x = _dropout(x, cfg.dropout, keys[-1])
+        x = dropout(x, cfg.dropout, keys[-1])
         new_cache = []
         for i, block in enumerate(net.blocks):
             layer_cache = None if cache is None else cache[i]
@@ -283,6 +290,11 @@ class GPT:
     def eval_metrics(self, params, state, batch, key):
         nll = self._token_nll(params, batch, None)
         return {"loss": nll.mean(-1)}
+
+    def log_prob(self, params, batch, key=None):
+        """``log p(tokens[1:] | tokens[0])`` per window ``[B]`` in nats, for windows ``batch["tokens"] [B, T + 1]``
+        (a sum over the T predicted tokens: ``spec.data_dims``)."""
+        return -self._token_nll(params, batch, None).sum(-1)
 
     def init_cache(self, batch: int, length: int | None = None):
         cfg = self.config
@@ -330,19 +342,15 @@ class GPT:
         new = decode_loop(step, buf, logits_at(buf, p), p, num_new, key, temperature, top_k, top_p)
         return jnp.concatenate([prompt, new], axis=1)
 
-    def sample(self, params, key, num: int, prompt=None, tokens: int | None = None):
-        """``num`` sequences of token ids: the prompt (default: token 0, a newline for the character tokenizer)
-        followed by ``tokens`` new ones (default ``config.sample_tokens``)."""
+    def _sample(self, params, key, num: int, prompt, tokens: int, temperature: float, top_k: int, top_p: float):
+        """``num`` sequences of token ids ``[num, P + tokens]``: the prompt ``[num, P]`` (default: token 0, a newline
+        for the character tokenizer) followed by ``tokens`` new ones; with the KV cache when they fit in the
+        context, else nanoGPT's sliding window."""
         if prompt is None:
             prompt = jnp.zeros((num, 1), jnp.int32)
-        prompt = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32).reshape(-1, jnp.shape(prompt)[-1]),
-                                  (num, jnp.shape(prompt)[-1]))
-        n = self.config.sample_tokens if tokens is None else tokens
-        fits = prompt.shape[1] + n <= self.config.context
-        return self.generate(params, prompt, key, n, use_cache=fits)
-
-    def sample_conditions(self, num: int):
-        return {}
+        fits = prompt.shape[1] + tokens <= self.config.context
+        return self.generate(params, prompt, key, tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             use_cache=fits)
 
     def extras(self) -> dict:
         return {"apply": self.apply, "generate": self.generate, "logical_axes": self.logical_axes()}
@@ -354,8 +362,3 @@ class GPT:
         n = sum(int(x.size) for x in jax.tree.leaves(jax.eval_shape(self.init, jax.random.key(0))[0]))
         n -= cfg.context * cfg.width  # position embeddings do no matmul work
         return 6 * n + 12 * cfg.layers * cfg.width * cfg.context
-
-
-@register_model("gpt", family="autoregressive", config_cls=GPTConfig)
-def build_gpt(config: GPTConfig) -> GPT:
-    return GPT(config)

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.contract import Condition, Extras, GenerativeModel, Likelihood, ModelSpec, bits_per_dim
 from aigc_jax.core.errors import UserError
-from aigc_jax.core.registry import register_model
+from aigc_jax.nn.layers import patches
 from aigc_jax.nn.linear import dense
 
 
@@ -69,15 +70,7 @@ class Conv(nnx.Module):
         self.kh, self.kw = kh, kw
 
     def __call__(self, x):
-        b, hp, wp, _ = x.shape
-        h, w = hp - self.kh + 1, wp - self.kw + 1
-        if self.kh == self.kw == 1:
-            patches = x
-        else:
-            patches = jnp.concatenate(
-                [x[:, dy:dy + h, dx:dx + w, :] for dy in range(self.kh) for dx in range(self.kw)], axis=-1
-            )
-        out = dense(patches, self.kernel[...])
+        out = dense(patches(x, self.kh, self.kw), self.kernel[...])  # [B, H, W, kh * kw * Cin] -> [B, H, W, Cout]
         return out + self.bias[...].reshape(1, 1, 1, -1)
 
 
@@ -130,19 +123,28 @@ class PixelCNNNetwork(nnx.Module):
         return self.head2(jax.nn.relu(self.head1(jax.nn.relu(h))))  # logits [B, H, W, 1]
 
 
-class PixelCNN:
+class PixelCNN(GenerativeModel, Likelihood, Extras):
     """Pure functions of a gated PixelCNN over plain-pytree params ``{"pixelcnn": {...}}``."""
 
     players = ("pixelcnn",)
-    # The loss is a mean of per-image NLLs with no randomness, no state and no statistics across images (bits/dim is
-    # linear in it), so a data-parallel step may differentiate per device and reduce once
-    # (`train.step.per_device_value_and_grad`).
-    per_example_loss = True
 
     def __init__(self, config: PixelCNNConfig):
         self.config = config
+        k = config.num_classes
+        label = (Condition("label", "label", required=True, num_classes=k, doc="the class of each sample"),) if k \
+            else ()
+        # The loss is a mean of per-image NLLs with no randomness, no state and no statistics across images, so a
+        # data-parallel step may differentiate per device and reduce once (`train.step.per_device_value_and_grad`).
+        self._spec = ModelSpec(output="image", shape=tuple(config.image_shape), conditions=label,
+                               data_dims=math.prod(config.image_shape),
+                               metrics=("loss", "nll", "fid", "kid", "is", "pr", *(("label_accuracy",) if k else ())),
+                               default_metrics=("loss", "nll"), per_example_loss=True, binary_data=True)
         abstract = nnx.eval_shape(lambda: PixelCNNNetwork(config, nnx.Rngs(0)))
         self._graphdef, _ = nnx.split(abstract)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
 
     def init(self, key):
         return {"pixelcnn": nnx.to_pure_dict(nnx.state(PixelCNNNetwork(self.config, nnx.Rngs(key))))}, {}
@@ -162,19 +164,14 @@ class PixelCNN:
     def loss(self, player, params, state, batch, key):
         nll = -self.log_prob(params, batch)
         loss = nll.mean()
-        dims = math.prod(self.config.image_shape)
-        return loss, ({"bits_per_dim": loss / (dims * math.log(2))}, state)
+        return loss, ({"bits_per_dim": bits_per_dim(loss, self._spec.data_dims)}, state)
 
     def eval_metrics(self, params, state, batch, key):
         return {"loss": -self.log_prob(params, batch)}
 
-    def sample(self, params, key, num: int, label=None):
+    def _sample(self, params, key, num: int, label=None):
         """Pixel by pixel in raster order, each a Bernoulli draw; one `lax.fori_loop` over the H*W pixels."""
         H, W, C = self.config.image_shape
-        if self.config.num_classes:
-            if label is None:
-                raise ValueError("a conditional PixelCNN samples with label=...")
-            label = jnp.broadcast_to(jnp.asarray(label, jnp.int32), (num,))
 
         def body(i, img):
             r, c = i // W, i % W
@@ -184,15 +181,5 @@ class PixelCNN:
 
         return jax.lax.fori_loop(0, H * W, body, jnp.zeros((num, H, W, C), jnp.float32))
 
-    def sample_conditions(self, num: int):
-        if not self.config.num_classes:
-            return {}
-        return {"label": jnp.arange(num, dtype=jnp.int32) % self.config.num_classes}
-
     def extras(self) -> dict:
         return {"log_prob": self.log_prob, "logits": self.logits}
-
-
-@register_model("pixelcnn", family="autoregressive", config_cls=PixelCNNConfig)
-def build_pixelcnn(config: PixelCNNConfig) -> PixelCNN:
-    return PixelCNN(config)

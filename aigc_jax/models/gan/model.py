@@ -24,10 +24,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.contract import Condition, Extras, GenerativeModel, ModelSpec, SeparateSamplingWeights, StateUpdates
 from aigc_jax.core.errors import UserError
-from aigc_jax.core.registry import register_model
 from aigc_jax.models.gan import losses, spectral
 from aigc_jax.models.gan.networks import Discriminator, Generator
+from aigc_jax.nn.ema import ema_update, ema_warmup_decay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,21 +69,27 @@ class GANConfig(ModelConfig):
                             "example): set model.d_norm=layer or none and model.minibatch_std=false")
 
 
-class GAN:
+class GAN(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
     """Pure functions of a GAN over params ``{"generator": ..., "discriminator": ...}``."""
 
     players = ("discriminator", "generator")
-    default_metrics = ("fid", "kid", "is", "pr")  # `aigc-jax eval` without --metrics
 
     def __init__(self, config: GANConfig):
         self.config = config
-        if config.num_classes:
-            self.default_metrics = (*GAN.default_metrics, "label_accuracy")
+        label = (Condition("label", "label", required=True, num_classes=config.num_classes,
+                           doc="the class of each sample"),) if config.num_classes else ()
+        sample_metrics = ("fid", "kid", "is", "pr", *(("label_accuracy",) if config.num_classes else ()))
+        self._spec = ModelSpec(output="image", shape=tuple(config.image_shape), conditions=label,
+                               metrics=("loss", *sample_metrics), default_metrics=sample_metrics)
         gen = nnx.eval_shape(lambda: self._make_generator(nnx.Rngs(0)))
         self._g_graph, _, _ = nnx.split(gen, nnx.Param, nnx.BatchStat)
         disc = nnx.eval_shape(lambda: self._make_discriminator(nnx.Rngs(0)))
         self._d_graph, _ = nnx.split(disc, nnx.Param)
         self._has_stats = config.g_norm == "batch"
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
 
     def _make_generator(self, rngs):
         c = self.config
@@ -188,8 +195,8 @@ class GAN:
         if player != "generator" or self.config.ema_decay <= 0:
             return state
         t = state["ema_count"] + 1
-        decay = jnp.minimum(self.config.ema_decay, (1.0 + t) / (10.0 + t)).astype(jnp.float32)
-        return {**state, "ema": spectral.ema_update(state["ema"], params["generator"], decay), "ema_count": t}
+        decay = ema_warmup_decay(self.config.ema_decay, t)
+        return {**state, "ema": ema_update(state["ema"], params["generator"], decay), "ema_count": t}
 
     def sampling_params(self, params, state):
         """The generator that samples: the moving average (if configured) with its running statistics."""
@@ -199,20 +206,16 @@ class GAN:
             out["generator_stats"] = state["ema_stats"] if ema else state["g_stats"]
         return out
 
-    def sample(self, params, key, num: int, label=None):
-        """``num`` images ``[num, H, W, C]`` in [0, 1]; ``params`` as returned by `sampling_params`."""
-        if self._has_stats and "generator_stats" not in params:
-            raise ValueError("GAN.sample takes sampling_params(params, state) (the generator's running statistics)")
-        if self.config.num_classes:
-            label = jnp.broadcast_to(jnp.asarray(self._label(label), jnp.int32), (num,))
+    def _sample(self, params, key, num: int, label=None):
+        """``num`` images ``[num, H, W, C]`` in [0, 1]; ``params`` as returned by `sampling_params` (what
+        `aigc_jax.load` gives)."""
+        if "generator" not in params or (self._has_stats and "generator_stats" not in params):
+            raise UserError("GAN.sample takes the sampling params (aigc_jax.load(...).params, or "
+                            "sampling_params(model, params, state)): the generator and its running statistics, "
+                            f"got the keys {sorted(params)}")
         x, _ = self.generate(params["generator"], params.get("generator_stats", {}), self._noise(key, num), label,
                              train=False)
         return (x + 1.0) / 2.0
-
-    def sample_conditions(self, num: int):
-        if not self.config.num_classes:
-            return {}
-        return {"label": jnp.arange(num, dtype=jnp.int32) % self.config.num_classes}
 
     def eval_metrics(self, params, state, batch, key):
         """Per test example: the discriminator's output on it and on one sample of the sampling generator."""
@@ -227,8 +230,3 @@ class GAN:
 
     def extras(self) -> dict:
         return {"generate": self.generate, "discriminate": self.discriminate}
-
-
-@register_model("gan", family="gan", config_cls=GANConfig)
-def build_gan(config: GANConfig) -> GAN:
-    return GAN(config)

@@ -41,11 +41,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.contract import Condition, Extras, GenerativeModel, ImageToImage, ModelSpec, SeparateSamplingWeights
 from aigc_jax.core.errors import UserError
-from aigc_jax.core.registry import register_model
 from aigc_jax.models.gan import losses
 from aigc_jax.models.gan.networks import BatchStatNorm, leaky_stack
-from aigc_jax.nn.layers import depth_to_space
+from aigc_jax.nn.layers import depth_to_space, dropout
 
 TASKS = ("upsample4", "colorize")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
@@ -126,13 +126,6 @@ class Pix2PixConfig(ModelConfig):
             raise UserError(f"model.d_channels {self.d_channels}: too many stride-2 stages for {self.image_shape[:2]}")
 
 
-def _dropout(h: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    if rate == 0.0:
-        return h
-    keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
-    return jnp.where(keep, h / (1.0 - rate), 0.0)
-
-
 class UNet(nnx.Module):
     """``[B, H, W, C_in]`` in [-1, 1] -> ``[B, H, W, C_out]`` in [-1, 1]; see the module docstring."""
 
@@ -174,7 +167,7 @@ class UNet(nnx.Module):
                 return jnp.tanh(h)
             h = self.up_norms[k](h, use_running_average=not train)
             if k in self.dropout_stages and dropout_key is not None:
-                h = _dropout(h, self.dropout, jax.random.fold_in(dropout_key, k))
+                h = dropout(h, self.dropout, jax.random.fold_in(dropout_key, k))
         raise AssertionError("unreachable")
 
 
@@ -193,15 +186,20 @@ class PatchDiscriminator(nnx.Module):
         return self.out(leaky_stack(self.convs, self.norms, xy))[..., 0]
 
 
-class Pix2Pix:
+class Pix2Pix(GenerativeModel, ImageToImage, SeparateSamplingWeights, Extras):
     """Pure functions of pix2pix over params ``{"generator": ..., "discriminator": ...}``."""
 
     players = ("discriminator", "generator")
-    default_metrics = ("loss",)  # `aigc-jax eval`: test L1 (``loss``) and the non-learned baseline
 
     def __init__(self, config: Pix2PixConfig):
         self.config = config
         self.in_channels = 1 if config.task == "colorize" else config.image_shape[-1]
+        h, w, _ = config.image_shape
+        # `aigc-jax eval`: test L1 and PSNR (``loss``) and the non-learned baseline's
+        self._spec = ModelSpec(
+            output="image", shape=tuple(config.image_shape),
+            conditions=(Condition("input", "image", dtype="float32", required=True, shape=(h, w, self.in_channels),
+                                  doc="the images to translate, in the model's input format (make_input)"),))
         self.baseline_name = "l1_bicubic" if config.task == "upsample4" else "l1_gray"
         gen = nnx.eval_shape(lambda: self._make_generator(nnx.Rngs(0)))
         self._g_graph, _, _ = nnx.split(gen, nnx.Param, nnx.BatchStat)
@@ -264,6 +262,10 @@ class Pix2Pix:
         return nnx.merge(self._d_graph, d_params)(jnp.concatenate([x * 2.0 - 1.0, y], axis=-1))
 
     # -- the contract ----------------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
     def init(self, key):
         kg, kd = jax.random.split(key)
         gen, disc = self._make_generator(nnx.Rngs(kg)), self._make_discriminator(nnx.Rngs(kd))
@@ -298,30 +300,16 @@ class Pix2Pix:
     def translate(self, params, key, x):
         """``x`` ``[N, H, W, C_in]`` in [0, 1] -> ``[N, H, W, C]`` in [0, 1]; ``params`` from `sampling_params`."""
         if "generator_stats" not in params:
-            raise ValueError("Pix2Pix.sample takes sampling_params(params, state) (the generator's running statistics)")
+            raise UserError("Pix2Pix.sample takes the sampling params (aigc_jax.load(...).params, or "
+                            "sampling_params(model, params, state)): the generator and its running statistics")
         y, _ = self.generate(params["generator"], params["generator_stats"], x, train=False,
                              dropout_key=key if self.config.test_dropout else None)
         return (y + 1.0) / 2.0
 
-    def sample(self, params, key, num: int, input=None):  # noqa: A002  (the conditioning's name)
+    def _sample(self, params, key, num: int, input):  # noqa: A002  (the condition's name)
         """Translate ``input`` images ``[num, H, W, C_in]`` (in [0, 1], in the model's input format: see
         `make_input` and `input_from_images`) into outputs ``[num, H, W, C]`` in [0, 1]."""
-        if input is None:
-            raise ValueError("pix2pix translates images: call sample(params, key, num, input=x) with x of shape "
-                             f"[num, {', '.join(map(str, self.config.image_shape[:2]))}, {self.in_channels}]")
-        x = jnp.asarray(input, jnp.float32)
-        expected = (num, *self.config.image_shape[:2], self.in_channels)
-        if x.shape != expected:
-            raise ValueError(f"pix2pix input has shape {x.shape}, expected {expected}")
-        return self.translate(params, key, x)
-
-    def sample_conditions(self, num: int):
-        """Stand-in inputs for a grid without data: smooth random targets (uniform noise at 1/4 resolution,
-        bicubic-upsampled; fixed seed) through `make_input`. The trainer's grids use `grid_images` on test data."""
-        h, w, c = self.config.image_shape
-        low = jax.random.uniform(jax.random.key(0), (num, max(h // 4, 1), max(w // 4, 1), c))
-        target = jnp.clip(jax.image.resize(low, (num, h, w, c), method="bicubic"), 0.0, 1.0)
-        return {"input": self.make_input(target)}
+        return self.translate(params, key, input)
 
     def grid_images(self, params, state, batch, key):
         """Panels ``[B, 3, H, W, C]`` in [0, 1]: input | output | target for each test example of ``batch``."""
@@ -332,19 +320,23 @@ class Pix2Pix:
 
     def eval_metrics(self, params, state, batch, key):
         """Per test example, mean absolute errors in [0, 1] pixel units: ``l1`` of the generator's output (also
-        ``loss``, so checkpoints keep the best) and of the non-learned `baseline` (``l1_bicubic`` or ``l1_gray``)."""
+        ``loss``, so checkpoints keep the best) and of the non-learned `baseline` (``l1_bicubic`` or ``l1_gray``),
+        and the PSNR in dB of each (``psnr``, ``psnr_bicubic`` or ``psnr_gray``; peak 1)."""
         target = batch["image"]
         out = self.translate(self.sampling_params(params, state), key, self.make_input(target))
         l1 = jnp.mean(jnp.abs(out - target), axis=(1, 2, 3))
-        base = jnp.mean(jnp.abs(baseline(target, self.config.task) - target), axis=(1, 2, 3))
-        return {"loss": l1, "l1": l1, self.baseline_name: base}
+        base_out = baseline(target, self.config.task)
+        base = jnp.mean(jnp.abs(base_out - target), axis=(1, 2, 3))
+        return {"loss": l1, "l1": l1, self.baseline_name: base, "psnr": _psnr(out, target),
+                f"psnr_{self.baseline_name[3:]}": _psnr(base_out, target)}
 
     def extras(self) -> dict:
         return {"make_input": self.make_input, "input_from_images": self.input_from_images,
                 "generate": self.generate, "discriminate": self.discriminate, "translate": self.translate}
 
 
-@register_model("pix2pix", family="gan", config_cls=Pix2PixConfig)
-def build_pix2pix(config: Pix2PixConfig) -> Pix2Pix:
-    return Pix2Pix(config)
-
+def _psnr(x: jax.Array, target: jax.Array) -> jax.Array:
+    """Peak signal-to-noise ratio per example ``[B]`` in dB for images in [0, 1]: ``10 log10(1 / MSE)`` (MSE
+    floored at 1e-10, so identical images give 100 dB instead of infinity)."""
+    mse = jnp.mean(jnp.square(x - target), axis=(1, 2, 3))
+    return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))

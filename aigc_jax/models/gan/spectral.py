@@ -1,4 +1,4 @@
-"""Spectral normalisation (Miyato et al. 2018) over a plain params pytree, and an exponential moving average.
+"""Spectral normalisation (Miyato et al. 2018) over a plain params pytree.
 
 Every weight matrix ``W`` (a Linear or Conv ``kernel``, an ``embedding``) is divided by an estimate of its largest
 singular value sigma(W). The estimate comes from power iteration on ``W`` viewed as a ``[fan_in, fan_out]`` matrix,
@@ -74,8 +74,3 @@ def normalise(params, vectors: dict[str, jax.Array], n: int = 1, update: bool = 
 
     out = jax.tree_util.tree_map_with_path(fix, params)
     return out, new
-
-
-def ema_update(average, params, decay: jax.Array):
-    """``average <- decay * average + (1 - decay) * params``, leaf by leaf."""
-    return jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p, average, params)

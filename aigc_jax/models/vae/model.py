@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aigc_jax.core.config import ModelConfig
+from aigc_jax.core.contract import Condition, Extras, GenerativeModel, LatentVariable, ModelSpec
 from aigc_jax.core.errors import UserError
-from aigc_jax.core.registry import register_model
 from aigc_jax.models.vae import likelihoods as lik
 from aigc_jax.models.vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -73,13 +73,21 @@ class VAENetwork(nnx.Module):
             self.decoder = ConvDecoder(*args, rngs=rngs)
 
 
-class VAE:
+class VAE(GenerativeModel, LatentVariable, Extras):
     """Pure functions of a VAE over plain-pytree params ``{"vae": {...}}``."""
 
     players = ("vae",)
 
     def __init__(self, config: VAEConfig):
         self.config = config
+        self.iwae_samples = config.iwae_samples
+        label = (Condition("label", "label", required=True, num_classes=config.num_classes,
+                           doc="the class of each sample (a conditional VAE)"),) if config.num_classes else ()
+        self._spec = ModelSpec(output="image", shape=tuple(config.image_shape), conditions=label,
+                               data_dims=math.prod(config.image_shape),
+                               metrics=("loss", "nll", "fid", "kid", "is", "pr",
+                                        *(("label_accuracy",) if config.num_classes else ())),
+                               default_metrics=("loss", "nll"), binary_data=config.needs_binary_data)
         abstract = nnx.eval_shape(lambda: VAENetwork(config, rngs=nnx.Rngs(0)))
         self._graphdef, _ = nnx.split(abstract)
         self._log_prob = lik.LOG_PROBS[config.likelihood]
@@ -97,6 +105,10 @@ class VAE:
         return jax.nn.one_hot(label, self.config.num_classes, dtype=jnp.float32)
 
     # -- the contract ---------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
     def init(self, key):
         net = VAENetwork(self.config, rngs=nnx.Rngs(key))
         return {"vae": nnx.to_pure_dict(nnx.state(net))}, {}
@@ -131,12 +143,17 @@ class VAE:
         rec, kl = self._terms(params, batch, key)
         return {"loss": rec + self.config.beta * kl, "neg_elbo": rec + kl, "rec": rec, "kl": kl}
 
-    def log_prob(self, params, batch, key, num_samples: int | None = None, chunk: int | None = None):
-        """Importance-weighted estimate of log p(x) per example ``[B]`` with k = ``num_samples`` samples."""
+    def log_prob(self, params, batch, key=None, num_samples: int | None = None, chunk: int | None = None):
+        """Importance-weighted estimate of log p(x) per example ``[B]`` with k = ``num_samples`` samples (decoded
+        ``chunk`` at a time; default ``model.iwae_chunk``, or its largest divisor that divides k)."""
+        if key is None:
+            raise UserError("VAE.log_prob is an importance-weighted estimate: it needs a key")
         k = num_samples or self.config.iwae_samples
         c = min(chunk or self.config.iwae_chunk, k)
         if k % c:
-            raise ValueError(f"num_samples={k} must be a multiple of chunk={c}")
+            if chunk:
+                raise UserError(f"num_samples={k} must be a multiple of chunk={c}")
+            c = math.gcd(k, c)
         x, y = batch["image"], self._onehot(batch.get("label"))
         net = self._net(params)
         mean, logvar = net.encoder(x, y)
@@ -155,25 +172,11 @@ class VAE:
         _, log_w = jax.lax.scan(one_chunk, None, jax.random.split(key, k // c))  # [k/c, c, B]
         return jax.nn.logsumexp(log_w.reshape(k, B), axis=0) - math.log(k)
 
-    def sample(self, params, key, num: int, label=None):
+    def _sample(self, params, key, num: int, label=None):
         """``num`` images [num, H, W, C] in [0, 1]: the decoder mean at z ~ N(0, I)."""
         z = jax.random.normal(key, (num, self.config.latent_dim), jnp.float32)
-        if self.config.num_classes and label is None:
-            raise ValueError("a conditional VAE samples with label=... (an int or an int array [num])")
-        if label is not None:
-            label = jnp.broadcast_to(jnp.asarray(label, jnp.int32), (num,))
         return self.decode(params, z, label)
-
-    def sample_conditions(self, num: int):
-        if not self.config.num_classes:
-            return {}
-        return {"label": jnp.arange(num, dtype=jnp.int32) % self.config.num_classes}
 
     def extras(self) -> dict:
         """Family extras that `aigc_jax.load` exposes beside ``sample_fn``."""
         return {"encode": self.encode, "decode": self.decode, "log_prob": self.log_prob}
-
-
-@register_model("vae", family="vae", config_cls=VAEConfig)
-def build_vae(config: VAEConfig) -> VAE:
-    return VAE(config)
