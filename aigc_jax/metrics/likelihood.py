@@ -41,7 +41,8 @@ def likelihood_metrics(setup, state, split: str = "test", max_examples: int = 0,
         raise UserError(f"importance samples: {setup.config.name}'s likelihood is exact (no latent variables)")
     cfg = setup.config
     src = sources.for_experiment(cfg, split, spec)
-    bs = batch_size or cfg.data.eval_batch_size
+    # An importance-weighted estimate decodes k samples per example: at most 200 examples a batch.
+    bs = batch_size or (min(cfg.data.eval_batch_size, 200) if latent else cfg.data.eval_batch_size)
 
     def nll_sum(state, batch, mask, key):
         data_key, _ = jax.random.split(key)

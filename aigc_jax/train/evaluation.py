@@ -70,8 +70,8 @@ def evaluate_state(setup, state, step: int, metrics=None, *, num_samples: int | 
         result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=0, seed=seed,
                                                            max_examples=num_samples or 0).items()})
     if "nll" in wanted:
-        result.update(likelihood_metrics(setup, state, max_examples=num_samples or 0, batch_size=min(bs, 200),
-                                         seed=seed, importance_samples=importance_samples, progress=progress))
+        result.update(likelihood_metrics(setup, state, max_examples=num_samples or 0, seed=seed,
+                                         importance_samples=importance_samples, progress=progress))
     elif importance_samples:
         raise UserError("importance samples are for the nll metric; add it to the metrics")
     sample_metrics = tuple(m for m in wanted if m in SAMPLE_METRIC_GROUPS)
