@@ -205,12 +205,6 @@ def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = Non
     if inception_weights and (extractor or default_extractor(setup.model.spec.image_shape)) != "inception-v3":
         raise UserError("inception weights are for the inception-v3 extractor (choose it with extractor="
                         "'inception-v3')")
-    from aigc_jax.train.evaluation import resolve_metrics
-
-    try:
-        resolve_metrics(setup.model, setup.config.name, metrics)
-    except UserError as e:
-        raise UserError(f"metrics: {e}") from None
     return evaluate_state(setup, state, at, metrics, num_samples=num_samples, seed=seed,
                           importance_samples=importance_samples, extractor=extractor, extractor_options=options,
                           progress=progress)

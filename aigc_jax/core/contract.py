@@ -4,7 +4,7 @@ A model is an instance of `GenerativeModel` (the base every family extends) and 
 
 - what it is, in its `ModelSpec` (``model.spec``): what it outputs (images or tokens) and their shape, the
   conditions its sampler accepts (each with its name, dtype and valid range), its evaluation metrics, and facts the
-  trainer relies on (``per_example_loss``, ``binary_data``);
+  trainer relies on (``per_example_loss``);
 - what it can do, by the capability classes it inherits (checked with ``isinstance``, never ``hasattr``):
   `Likelihood` (``log_prob`` per example in nats over ``spec.data_dims`` dimensions), `LatentVariable`
   (``encode``/``decode``, an importance-weighted ``log_prob``), `ImageToImage` (input | output | target panels,
@@ -115,7 +115,6 @@ class ModelSpec:
     # update and no metrics but means of such terms: a data-parallel step may differentiate it per device and
     # reduce once (`aigc_jax.train.step.per_device_value_and_grad`).
     per_example_loss: bool = False
-    binary_data: bool = False  # a Bernoulli likelihood: the data must be binarized (data.binarize=dynamic)
 
     @property
     def image_shape(self) -> tuple[int, ...]:

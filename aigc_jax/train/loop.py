@@ -116,7 +116,7 @@ class LogHook(Hook):
     def __init__(self, every: int, bar):
         super().__init__(every)
         self.bar = bar
-        self.t_log, self.steps_since = time.perf_counter(), 0
+        self.t_log = time.perf_counter()
 
     def __call__(self, run: Run, step: int) -> None:
         host = jax.device_get(run.pending)

@@ -138,7 +138,7 @@ class PixelCNN(GenerativeModel, Likelihood, Extras):
         self._spec = ModelSpec(output="image", shape=tuple(config.image_shape), conditions=label,
                                data_dims=math.prod(config.image_shape),
                                metrics=("loss", "nll", "fid", "kid", "is", "pr", *(("label_accuracy",) if k else ())),
-                               default_metrics=("loss", "nll"), per_example_loss=True, binary_data=True)
+                               default_metrics=("loss", "nll"), per_example_loss=True)
         abstract = nnx.eval_shape(lambda: PixelCNNNetwork(config, nnx.Rngs(0)))
         self._graphdef, _ = nnx.split(abstract)
 

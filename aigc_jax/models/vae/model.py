@@ -87,7 +87,7 @@ class VAE(GenerativeModel, LatentVariable, Extras):
                                data_dims=math.prod(config.image_shape),
                                metrics=("loss", "nll", "fid", "kid", "is", "pr",
                                         *(("label_accuracy",) if config.num_classes else ())),
-                               default_metrics=("loss", "nll"), binary_data=config.needs_binary_data)
+                               default_metrics=("loss", "nll"))
         abstract = nnx.eval_shape(lambda: VAENetwork(config, rngs=nnx.Rngs(0)))
         self._graphdef, _ = nnx.split(abstract)
         self._log_prob = lik.LOG_PROBS[config.likelihood]
