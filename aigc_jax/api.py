@@ -44,22 +44,31 @@ def get_config(name: str, overrides: tuple[str, ...] | list[str] = (), variant: 
 def config_from_dict(data: dict) -> ExperimentConfig:
     try:
         entry = registry.model_entry(data["model_name"])
-        return cfglib.from_dict(ExperimentConfig, data, model_config_cls=entry.config_cls)
+        cfg = cfglib.from_dict(ExperimentConfig, data, model_config_cls=entry.config_cls)
     except (KeyError, TypeError) as e:
         raise UserError(f"config.json is not an aigc-jax experiment config ({e})") from None
+    except UserError as e:
+        raise UserError(f"config.json: {e}") from None
+    try:
+        cfglib.validate(cfg)
+    except UserError as e:
+        raise UserError(f"config.json: {e}") from None
+    return cfg
 
 
 def read_run_config(workdir: str | Path) -> ExperimentConfig:
     """The resolved config of a run directory (from config.json)."""
     wd = Path(workdir)
     path = wd / "config.json"
+    if wd.exists() and not wd.is_dir():
+        raise UserError(f"{workdir} is a file, not a run directory")
     if not wd.is_dir():
         raise UserError(f"run directory {workdir} does not exist")
     if not path.is_file():
         raise UserError(f"{workdir} is not a run directory (no config.json); train one with `aigc-jax train`")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
     return config_from_dict(data)
 
@@ -88,7 +97,8 @@ def restore_run(workdir: str | Path, mesh=None, step: int | None = None):
         if latest not in ckpt.all_steps():
             raise UserError(f"{workdir} has no checkpoint at step {latest} (it has {ckpt.all_steps()})")
         setup = build_setup(cfg, mesh, for_training=False)
-        _, state = ckpt.restore(setup.abstract_state, None, latest)
+        # The latest: the newest good one (a damaged one is reported, and skipped); a given step: that one.
+        latest, state = ckpt.restore(setup.abstract_state, None, step)
     finally:
         ckpt.close()
     return setup, state, latest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 
@@ -19,6 +20,14 @@ class _Parser(argparse.ArgumentParser):
 
 class _CLIError(Exception):
     pass
+
+
+class _Terminated(BaseException):
+    """SIGTERM outside training (start-up, sample, eval): stop like Ctrl-C, with exit status 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,12 +122,21 @@ def _cmd_train(args) -> int:
 
 def _cmd_sample(args) -> int:
     from aigc_jax import api
+    from aigc_jax.core.config import check_seed
     from aigc_jax.core.contract import ImageToImage
     from aigc_jax.core.errors import UserError
 
     if args.num is not None and args.num < 1:
         raise UserError(f"--num {args.num}: expected a positive integer")
+    check_seed(args.seed)
     cfg, model = api.run_model(args.workdir)
+    if args.out is not None:  # before any work: a folder, under a file, or a folder we cannot write into
+        from aigc_jax.train.writers import check_writable
+
+        try:
+            check_writable(args.out)
+        except UserError as e:
+            raise UserError(f"--out: {e}") from None
     name = cfg.name
     text_flags = {"prompt": args.prompt, "tokens": args.tokens, "temperature": args.temperature,
                   "top_k": args.top_k, "top_p": args.top_p}
@@ -199,6 +217,10 @@ def _cmd_eval(args) -> int:
 
     if args.num_samples < 0 or args.importance_samples < 0:
         raise UserError("--num-samples and --importance-samples must be positive (0: the defaults)")
+    out = Path(args.workdir) / "eval.json"
+    api.read_run_config(args.workdir)
+    if not os.access(args.workdir, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"cannot write {out}: the run directory is not writable (nothing was evaluated)")
     from aigc_jax.metrics.sample_quality import default_extractor
     from aigc_jax.train.evaluation import resolve_metrics
 
@@ -214,7 +236,6 @@ def _cmd_eval(args) -> int:
     result = api.evaluate(args.workdir, args.metrics or None, num_samples=args.num_samples or None,
                           step=args.step, importance_samples=args.importance_samples, extractor=args.extractor,
                           inception_weights=args.inception_weights, progress=not args.no_progress)
-    out = Path(args.workdir) / "eval.json"
     _write_json(out, result)
     for k, v in result.items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
@@ -223,8 +244,27 @@ def _cmd_eval(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aigc_jax.core.errors import NonFiniteLossError, UserError
+    import signal
 
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # training installs its own handler while it runs
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:  # main() may be called in a process that has its own (e.g. a test runner)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    import logging
+
+    from aigc_jax.checkpoint.manager import CheckpointError
+    from aigc_jax.core.errors import Interrupted, NonFiniteLossError, UserError
+
+    # Orbax's restore tasks that failed on a damaged checkpoint are reported by asyncio when collected; the error
+    # that matters is already one line of ours.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         import absl.logging
 
@@ -237,16 +277,25 @@ def main(argv: list[str] | None = None) -> int:
     except _CLIError as e:
         print(str(e), file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, CheckpointError) as e:  # the run, not the command line, is at fault
         print(f"aigc-jax: error: {e}", file=sys.stderr)
         return 1
     except UserError as e:
         print(f"aigc-jax: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("aigc-jax: interrupted; the last step was checkpointed, run the same command to resume",
-              file=sys.stderr)
+    except Interrupted as e:  # training stopped by a signal: the message says what was checkpointed
+        print(f"aigc-jax: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # before training started, or in sample/eval (which write their output last)
+        print("aigc-jax: interrupted; nothing was written by this command", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("aigc-jax: received SIGTERM; nothing was written by this command", file=sys.stderr)
+        return 143
+    except OSError as e:  # the file system refused: read-only, full, missing, not a directory
+        where = f": {e.filename}" if e.filename else ""
+        print(f"aigc-jax: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ from aigc_jax.train.setup import build_setup
 from tests.helpers import tree_equal
 
 EXPERIMENTS = list_experiments()
+# In the default run, one tiny experiment per code path; these differ from one there only in a scalar or a data
+# transform (beta-vae: the KL weight; gpt-shakespeare-char-cpu: no dropout, and its run is trained below;
+# pix2pix-cifar-color: a colour-to-grey input instead of a downscaled one) and run under `-m slow`.
+COVERED = ("beta-vae-mnist", "gpt-shakespeare-char-cpu", "pix2pix-cifar-color")
+
+
+def _param(name):
+    return pytest.param(name, marks=pytest.mark.slow if name in COVERED else ())
+
+
 # Every experiment's tiny variant, plus options that no default experiment uses.
 CASES = [(name, ()) for name in EXPERIMENTS] + [
     ("conv-vae-mnist", ("model.likelihood=continuous_bernoulli", "data.binarize=none")),
@@ -55,7 +65,8 @@ def test_every_experiment_file_loads():
             check_model(build_model(cfg))
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: " ".join([c[0], *c[1]]))
+@pytest.fixture(scope="module", params=[pytest.param(c, marks=pytest.mark.slow if c[0] in COVERED and not c[1] else ())
+                                        for c in CASES], ids=lambda c: " ".join([c[0], *c[1]]))
 def run(request, devices):
     name, overrides = request.param
     cfg = cfglib.apply_overrides(get_config(name, "tiny"), overrides)
@@ -95,7 +106,7 @@ def _directional(grad, tangent):
     return sum(jnp.vdot(g, t) for g, t in zip(jax.tree.leaves(grad), jax.tree.leaves(tangent), strict=True))
 
 
-@pytest.fixture(scope="module", params=EXPERIMENTS)
+@pytest.fixture(scope="module", params=[_param(n) for n in EXPERIMENTS])
 def fixed_batch(request, devices):
     """A registered model, its fresh params and state, and one train batch after the device transform."""
     cfg = get_config(request.param, "tiny")
@@ -141,7 +152,7 @@ def test_each_player_overfits_one_batch_and_forward_mode_equals_reverse(fixed_ba
 LIKELIHOODS = [n for n in EXPERIMENTS if isinstance(build_model(get_config(n, "tiny")), Likelihood)]
 
 
-@pytest.mark.parametrize("fixed_batch", LIKELIHOODS, indirect=True)
+@pytest.mark.parametrize("fixed_batch", [_param(n) for n in LIKELIHOODS], indirect=True)
 def test_forward_mode_through_the_likelihood(fixed_batch):
     """A likelihood's ``log_prob``: ``jax.jvp`` equals the directional derivative, and ``jax.jacfwd`` w.r.t. the
     smallest parameter array equals ``jax.jacrev``."""

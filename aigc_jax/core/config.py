@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal
+
+import numpy as np
 
 from aigc_jax.core.errors import UserError
 
@@ -70,6 +73,9 @@ class TrainConfig:
     eval_every: int = 0  # 0: only at the end
     sample_every: int = 0  # 0: only at the end
     checkpoint_every: int = 1000
+    # Also checkpoint when this many seconds of wall time have passed since the last one (0: off): bounds the work
+    # a `kill -9` or a machine failure can lose, whatever the step time.
+    checkpoint_every_secs: float = 0.0
     keep_checkpoints: int = 3  # the last K; the best (lowest eval loss) is kept as well
     num_eval_batches: int = 0  # 0: the whole test split
     num_samples: int = 64  # images in each sample grid
@@ -156,6 +162,8 @@ def parse_value(text: str, tp, key: str) -> Any:
             return int(text)
         if tp is float:
             v = float(text)
+            if not math.isfinite(v):
+                raise UserError(f"bad value {text!r} for {key}: expected a finite number")
             return v
         if tp is str:
             return text
@@ -209,6 +217,16 @@ def apply_overrides(config, overrides: list[str] | tuple[str, ...]):
     return config
 
 
+SEED_MAX = 2**63 - 1  # seeds become int64 (jax.random.key, Grain's shuffle)
+
+
+def check_seed(seed, where: str = "--seed") -> int:
+    """``seed`` if it is an integer in 0..2**63-1, else a UserError naming ``where``."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= SEED_MAX:
+        raise UserError(f"bad value {seed} for {where}: expected an integer in 0..{SEED_MAX}")
+    return int(seed)
+
+
 def validate(config: ExperimentConfig) -> None:
     """Range checks that the types alone cannot express."""
     t, d = config.train, config.data
@@ -221,8 +239,11 @@ def validate(config: ExperimentConfig) -> None:
         "data.batch_size": d.batch_size,
         "data.eval_batch_size": d.eval_batch_size,
     }
-    if d.seed < 0:
-        raise UserError(f"bad value {d.seed} for data.seed: expected an integer >= 0")
+    for k, v in {"data.seed": d.seed, "train.seed": t.seed}.items():
+        check_seed(v, k)
+    if not (math.isfinite(t.checkpoint_every_secs) and t.checkpoint_every_secs >= 0):
+        raise UserError(f"bad value {t.checkpoint_every_secs} for train.checkpoint_every_secs: expected 0 (off) or "
+                        "a positive number of seconds")
     if d.read_threads < 0:
         raise UserError(f"bad value {d.read_threads} for data.read_threads: expected 0 or a positive integer")
     for k, v in positive.items():
@@ -234,6 +255,9 @@ def validate(config: ExperimentConfig) -> None:
             raise UserError(f"bad value {v} for {k}: expected 0 (off) or a positive integer")
     for p in config.players:
         o = p.optim
+        for k, v in dataclasses.asdict(o).items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"bad value {v} for players.{p.name}.optim.{k}: expected a finite number")
         if o.lr <= 0:
             raise UserError(f"bad value {o.lr} for players.{p.name}.optim.lr: expected a positive number")
         if o.warmup_steps < 0 or o.clip_norm < 0 or p.updates_per_step < 1 or o.accumulate_steps < 1:
@@ -255,25 +279,46 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def _from_value(tp, value):
+def _from_value(tp, value, key: str):
+    """``value`` (parsed JSON) as type ``tp``; a UserError naming ``key`` when it is not one (a hand-edited file)."""
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)
+        return from_dict(tp, value, key=key)
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
-        elem = args[0]
-        return tuple(_from_value(elem, v) for v in value)
+        if not isinstance(value, list) or (len(args) != 2 or args[1] is not Ellipsis) and len(value) != len(args):
+            raise UserError(f"{key} is {json.dumps(value)}: expected {_describe(tp)}")
+        elems = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        return tuple(_from_value(e, v, f"{key}[{i}]") for i, (e, v) in enumerate(zip(elems, value, strict=True)))
     if origin in (typing.Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in typing.get_args(tp):
             return None
         for a in typing.get_args(tp):
             if a is not type(None):
-                return _from_value(a, value)
-    return value
+                try:
+                    return _from_value(a, value, key)
+                except UserError:
+                    pass
+        raise UserError(f"{key} is {json.dumps(value)}: expected {_describe(tp)}")
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+        str: lambda v: isinstance(v, str),
+    }
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise UserError(f"{key} is {json.dumps(value)}: expected {_describe(tp)}")
+    elif tp in ok and not ok[tp](value):
+        raise UserError(f"{key} is {json.dumps(value)}: expected {_describe(tp)}")
+    return float(value) if tp is float else value
 
 
-def from_dict(cls, data: dict, model_config_cls=None):
-    """Rebuild a config dataclass from `to_dict` output; `model_config_cls` types `ExperimentConfig.model`."""
+def from_dict(cls, data: dict, model_config_cls=None, key: str = "config"):
+    """Rebuild a config dataclass from `to_dict` output; `model_config_cls` types `ExperimentConfig.model`. Every
+    value is checked against its field's type (a UserError names the first that is not)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{key} is {json.dumps(data)[:60]}: expected an object")
     hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -281,7 +326,7 @@ def from_dict(cls, data: dict, model_config_cls=None):
             continue
         tp = hints[f.name]
         if cls is ExperimentConfig and f.name == "model":
-            kwargs[f.name] = from_dict(model_config_cls, data[f.name])
+            kwargs[f.name] = from_dict(model_config_cls, data[f.name], key="model")
         else:
-            kwargs[f.name] = _from_value(tp, data[f.name])
+            kwargs[f.name] = _from_value(tp, data[f.name], f.name if key == "config" else f"{key}.{f.name}")
     return cls(**kwargs)

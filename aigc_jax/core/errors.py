@@ -19,3 +19,12 @@ class NonFiniteLossError(UserError):
             "checkpointed (lower optim.lr or enable optim.clip_norm)"
         )
         self.step = step
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM (pre-emption). The message says what was checkpointed;
+    ``exit_code`` is the shell's convention for the signal (130 or 143)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

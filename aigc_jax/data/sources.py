@@ -116,6 +116,8 @@ def _as_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
+        if not np.all(np.isfinite(x)):
+            raise UserError(f"{where}: {int(np.size(x) - np.isfinite(x).sum())} pixel values are NaN or infinite")
         if x.size and (x.min() < 0 or x.max() > 1):
             raise UserError(f"{where}: float images must lie in [0, 1]")
         return np.round(x * 255).astype(np.uint8)
@@ -134,8 +136,14 @@ def load_npz(path: str, split: str) -> ArraySource:
     xk, yk = f"x_{split}", f"y_{split}"
     if xk not in z:
         raise UserError(f"{path}: no array {xk!r} (an .npz dataset needs x_train and x_test; found {sorted(z)})")
-    images = _as_uint8_images(z[xk], f"{path}:{xk}")
-    labels = z[yk].astype(np.int32).reshape(-1) if yk in z else np.zeros(len(images), np.int32)
+    try:
+        x, y = z[xk], (z[yk] if yk in z else None)
+    except (OSError, ValueError) as e:  # e.g. an object array (pickles are never loaded)
+        raise UserError(f"cannot read {path!r} as .npz arrays: {e}") from None
+    images = _as_uint8_images(x, f"{path}:{xk}")
+    if y is not None and not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+        raise UserError(f"{path}:{yk}: labels must be integers, got {y.dtype}")
+    labels = y.astype(np.int32).reshape(-1) if y is not None else np.zeros(len(images), np.int32)
     if len(labels) != len(images):
         raise UserError(f"{path}: {xk} has {len(images)} rows but {yk} has {len(labels)}")
     return ArraySource(images, labels)

@@ -21,9 +21,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aigc_jax.checkpoint import Checkpointer
+from aigc_jax.checkpoint.manager import CheckpointError
 from aigc_jax.core import config as cfglib
 from aigc_jax.core.config import ExperimentConfig
-from aigc_jax.core.errors import NonFiniteLossError, UserError
+from aigc_jax.core.errors import Interrupted, NonFiniteLossError, UserError
 from aigc_jax.data import sources
 from aigc_jax.data.pipeline import train_iterator
 from aigc_jax.parallel import mesh as meshlib
@@ -61,6 +62,10 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
             f"{workdir} holds a checkpoint of a different configuration (differs in {', '.join(diffs[:5])}); "
             "resume it with the same settings or train into another --workdir"
         )
+
+
+def _what(signals: _StopSignals) -> str:
+    return _StopSignals.SIGNALS.get(signals.received[0] if signals.received else signal.SIGINT)[0]
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -155,14 +160,119 @@ class SampleHook(Hook):
 
 
 class CheckpointHook(Hook):
+    """Every ``every`` steps, and (``every_secs`` > 0) whenever that much wall time has passed since the last
+    checkpoint. Processes agree on the time-based decision (process 0's clock decides), so a collective save
+    never waits for a process that chose not to save."""
+
+    def __init__(self, every: int, every_secs: float = 0.0):
+        super().__init__(every)
+        self.every_secs = every_secs
+        self.t_last = time.monotonic()
+
+    def due(self, step: int, last: bool) -> bool:
+        if super().due(step, last):
+            return True
+        return bool(self.every_secs) and _agree(time.monotonic() - self.t_last >= self.every_secs)
+
     def __call__(self, run: Run, step: int) -> None:
         run.checkpoint(step)
+        self.t_last = time.monotonic()
+
+
+def _agree(flag: bool) -> bool:
+    """``flag`` as process 0 sees it, on every process (a no-op in a single-process run)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _hooks(cfg: ExperimentConfig, bar) -> list[Hook]:
     t = cfg.train
     return [LogHook(t.log_every, bar), EvalHook(t.eval_every), SampleHook(t.sample_every),
-            CheckpointHook(t.checkpoint_every)]
+            CheckpointHook(t.checkpoint_every, t.checkpoint_every_secs)]
+
+
+class _StopSignals:
+    """While training: the first SIGINT (Ctrl-C) or SIGTERM (a pre-emption notice) only raises a flag, and the loop
+    checkpoints at the end of the step it is in (a KeyboardInterrupt raised mid-step could find the state donated
+    to the step and the data iterator one batch ahead of it); a second one stops at once (KeyboardInterrupt).
+    Installed before start-up, so a signal during compilation also ends in a true message."""
+
+    SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("received SIGTERM", 143)}
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.received.append(signum)
+        if len(self.received) > 1:
+            raise KeyboardInterrupt
+        what = self.SIGNALS[signum][0]
+        tqdm.write(f"{what}: checkpointing at the end of this step (send it again to stop at once)")
+
+    def stop(self) -> bool:
+        return _agree(bool(self.received))
+
+    @property
+    def exit_code(self) -> int:
+        return self.SIGNALS.get(self.received[0], ("", 130))[1] if self.received else 130
+
+
+_LOCK = ".lock"
+
+
+def _claim_workdir(workdir: Path):
+    """Refuse a path that is a file or a non-empty folder that is not a run, and take the run's lock (one writer
+    per workdir: a second `train` fails at once with the holder's pid). Returns the open lock file (held until the
+    process ends or it is closed)."""
+    import fcntl
+
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} is a file; give a directory (a new one, or a run to resume)")
+    if workdir.is_dir():
+        names = {p.name for p in workdir.iterdir()} - {_LOCK}
+        is_run = (workdir / "checkpoints").is_dir() or _is_our_config(workdir / "config.json")
+        if names and not is_run:
+            raise UserError(f"--workdir {workdir} is not empty and is not an aigc-jax run (it holds "
+                            f"{', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}); give an empty or "
+                            "new directory, so that none of its files is overwritten")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / _LOCK
+    f = open(path, "a+")  # noqa: SIM115  (held open for the whole run)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(f"{workdir} is being trained by another process (pid {holder}); wait for it to finish or "
+                        "train into another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _is_our_config(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"model_name", "model", "train", "players"} <= set(data)
 
 
 def _check_data(cfg: ExperimentConfig, spec, train_src) -> None:
@@ -199,31 +309,53 @@ def train(
     later call resumes from there. It exists for resume tests and pre-emption drills.
     """
     workdir = Path(workdir)
-    cfg = config
     primary = jax.process_index() == 0
+    if workdir.exists() and not workdir.is_dir():  # before any work
+        raise UserError(f"--workdir {workdir} is a file; give a directory (a new one, or a run to resume)")
+    lock: list = []
+    with _StopSignals() as signals:
+        try:
+            return _train(config, workdir, signals, primary, lock, progress=progress, mesh=mesh,
+                          async_checkpoints=async_checkpoints, stop_at=stop_at)
+        finally:
+            for f in lock:
+                f.close()
+
+
+def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list, *, progress, mesh,
+           async_checkpoints, stop_at) -> dict:
     setup = build_setup(cfg, mesh)
     total = cfg.train.steps
     train_src = sources.for_experiment(cfg, "train", setup.model.spec)
     _check_data(cfg, setup.model.spec, train_src)
     tokenizer = getattr(train_src, "tokenizer", None)
     iterator = train_iterator(train_src, cfg.data, setup.examples_per_step)
+    if primary:  # after the checks that need no file, so that a mistake there leaves no directory behind
+        lock.append(_claim_workdir(workdir))
 
-    workdir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, async_save=async_checkpoints)
     cfg_dict = cfglib.to_dict(cfg)
-    start = ckpt.latest_step()
-    if start is not None:
+    steps = ckpt.all_steps()
+    if steps:
         try:
-            _check_resumable(ckpt.read_config(start), cfg, workdir)
+            stored = None
+            for s in reversed(steps):  # every checkpoint of a run has the same structural config
+                try:
+                    stored = ckpt.read_config(s)
+                    break
+                except CheckpointError:
+                    continue
+            if stored is not None:
+                _check_resumable(stored, cfg, workdir)
             saved_tok = workdir / "tokenizer.json"
             if (tokenizer is not None and saved_tok.is_file()
                     and json.loads(saved_tok.read_text()) != tokenizer.to_json()):
                 raise UserError(f"{cfg.data.name!r} no longer gives the tokenizer this run was trained with "
                                 f"({saved_tok}): the text changed; restore it or train into another --workdir")
+            start, state = ckpt.restore(setup.abstract_state, iterator)
         except UserError:
             ckpt.close()
             raise
-        _, state = ckpt.restore(setup.abstract_state, iterator, start)
     else:
         start = 0
         state = setup.init_state(cfg.train.seed)
@@ -237,6 +369,10 @@ def train(
         summary.update(step=start, message=f"already trained to step {start} (train.steps={total})")
         return summary
 
+    if signals.received:
+        ckpt.close()
+        raise Interrupted(f"{_what(signals)} before the first step; nothing new was checkpointed"
+                          + (f" (the run resumes from step {start})" if start else ""), signals.exit_code)
     writer = RunWriter(workdir, enabled=primary, resume_step=start)
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)
@@ -245,18 +381,6 @@ def train(
     hooks = _hooks(cfg, bar)
     in_flight = meshlib.InFlight()
     step = start
-    # Ctrl-C only raises a flag: the loop checkpoints at the end of the step it is in. (A KeyboardInterrupt raised
-    # mid-step could find the state donated to the step and the data iterator one batch ahead of it.)
-    interrupted: list[bool] = []
-
-    def on_sigint(signum, frame):
-        if interrupted:  # a second Ctrl-C stops at once, without a checkpoint
-            raise KeyboardInterrupt
-        interrupted.append(True)
-        tqdm.write("interrupted: checkpointing at the end of this step (Ctrl-C again to stop at once)")
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
         while step < total:
             batch = next(iterator)
@@ -272,18 +396,28 @@ def train(
                     hook(run, step)
             if step == stop_at:
                 break
-            if interrupted:
+            if signals.stop():
                 if ckpt.latest_step() != step:  # nothing lost: keep what was trained so far (when finite)
                     run.checkpoint(step)
-                raise KeyboardInterrupt
+                ckpt.wait()
+                raise Interrupted(f"{_what(signals)} at step {step}; checkpointed it: run the same command to "
+                                  "resume", signals.exit_code)
+    except KeyboardInterrupt:  # a second signal: stop at once
+        bar.close()
+        writer.close()
+        try:
+            ckpt.close()  # waits for a save in flight, so the latest step below is complete
+        except BaseException:  # noqa: BLE001  (a save cut short is not a checkpoint; the next start cleans it)
+            pass
+        last = ckpt.latest_step()
+        raise Interrupted(f"{_what(signals)} twice: stopped at once after step {step}; "
+                          + (f"the run resumes from its last checkpoint, step {last}" if last is not None
+                             else "no checkpoint was written yet"), signals.exit_code) from None
     except BaseException:
         bar.close()
         ckpt.close()
         writer.close()
         raise
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
     bar.close()
     ckpt.close()
     writer.close()

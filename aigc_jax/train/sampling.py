@@ -23,6 +23,9 @@ def draw(setup, state: dict, num: int, seed: int, conditions: dict | None = None
 
     Array conditions are arguments of the jitted sampler, settings (``spec`` kind ``setting``) are static. The
     result is replicated, so every process can read it, also when the params span hosts."""
+    from aigc_jax.core.config import check_seed
+
+    check_seed(seed, "seed")
     model = setup.model
     conditions = grid_conditions(model.spec, num) if conditions is None else dict(conditions)
     static = {c.name for c in model.spec.conditions if c.static}

@@ -25,14 +25,42 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
     return (np.clip(grid, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
-def save_text(text: str, path: str | Path) -> Path:
-    """Write a text file atomically (a temp file renamed into place), creating its directory."""
+def check_writable(path: str | Path) -> Path:
+    """``path`` if a file can be written there: not a folder, under no file, in a writable folder (the nearest
+    one that exists); else a one-line UserError. For checking before long work, not instead of handling OSError."""
+    from aigc_jax.core.errors import UserError
+
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {path}: {folder} is a file")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write {path}: {folder} is not writable")
+    return path
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """``write(tmp_path)`` then rename the temp file onto ``path``: a reader never sees a partial file, and a
+    failed write (a full disk, an unwritable folder) leaves nothing behind. Refuses a ``path`` that is a folder."""
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def save_text(text: str, path: str | Path) -> Path:
+    """Write a text file atomically, creating its directory."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, scale: int = 2) -> Path:
@@ -42,11 +70,7 @@ def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, sc
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def save_panels(panels: np.ndarray, path: str | Path, scale: int = 2) -> Path:
@@ -69,8 +93,9 @@ def _step_of(line: str) -> int | None:
 class RunWriter:
     """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard.
 
-    ``resume_step``: a run resumed from that checkpoint first drops the records of later steps (written before a
-    crash, and about to be written again), from metrics.jsonl and from TensorBoard's view (``purge_step``).
+    ``resume_step``: a run (re)started from that checkpoint (0: from scratch) first drops the records of later
+    steps (written before a crash or a kill, and about to be written again), from metrics.jsonl and from
+    TensorBoard's view (``purge_step``), so that every step's record is there once.
     """
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int = 0):
@@ -82,14 +107,13 @@ class RunWriter:
             from tensorboardX import SummaryWriter
 
             log = self.workdir / "metrics.jsonl"
-            if resume_step and log.is_file():
-                kept = [line for line in log.read_text().splitlines(keepends=True)
-                        if _step_of(line) is not None and _step_of(line) <= resume_step]
-                tmp = log.with_name(log.name + ".tmp")
-                tmp.write_text("".join(kept))
-                os.replace(tmp, log)
-            self._tb = SummaryWriter(logdir=str(self.workdir), flush_secs=30,
-                                     purge_step=resume_step + 1 if resume_step else None)
+            if log.is_file():
+                lines = log.read_text().splitlines(keepends=True)
+                kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= resume_step
+                        and line.endswith("\n")]
+                if kept != lines:
+                    save_text("".join(kept), log)
+            self._tb = SummaryWriter(logdir=str(self.workdir), flush_secs=30, purge_step=resume_step + 1)
 
     def write(self, kind: str, step: int, values: dict) -> None:
         if not self.enabled:
