@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set train.steps=200 or players.NAME.optim.lr=3e-4 "
                         "(repeatable)")
     t.add_argument("--mesh", help="device mesh, e.g. data=4,fsdp=2 (default: every device on data)")
+    t.add_argument("--init-from", metavar="RUN_DIR[@STEP]",
+                   help="start from another run's weights, matched by path (new parameters start fresh; the "
+                        "optimizer starts fresh); sets train.init_from")
+    t.add_argument("--freeze", metavar="REGEX",
+                   help="freeze the parameters whose path (PLAYER/keys, e.g. 'gpt/blocks/0/.*') fully matches REGEX "
+                        "(every player's players.NAME.optim.freeze)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="samples from a trained run: a PNG grid of images, or text printed")
@@ -108,7 +114,11 @@ def _cmd_train(args) -> int:
         overrides.append(f"train.steps={args.steps}")
     if args.mesh is not None:
         overrides.append(f"mesh={args.mesh}")
+    if args.init_from is not None:
+        overrides.append(f"train.init_from={args.init_from}")
     cfg = get_config(args.experiment, overrides)
+    if args.freeze is not None:
+        cfg = get_config(args.experiment, overrides + _freeze_overrides(cfg, args.freeze))
     workdir = Path(args.workdir or os.path.join("runs", args.experiment))
     summary = train(cfg, workdir, progress=not args.no_progress)
     if "message" in summary:
@@ -118,6 +128,30 @@ def _cmd_train(args) -> int:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in ev.items())
     print(f"trained {cfg.name} to step {summary['step']} in {workdir}" + (f"; test {shown}" if shown else ""))
     return 0
+
+
+def _freeze_overrides(cfg, pattern: str) -> list[str]:
+    """``--freeze REGEX`` as ``players.NAME.optim.freeze`` for each player with a parameter path it matches."""
+    import re
+
+    import jax
+
+    from aigc_jax.core.errors import UserError
+    from aigc_jax.core.registry import build_model
+    from aigc_jax.train.optim import param_path
+
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"--freeze {pattern!r}: not a regular expression ({e})") from None
+    params = jax.eval_shape(build_model(cfg).init, jax.random.key(0))[0]
+    paths = {name: [param_path(name, path) for path, _ in jax.tree_util.tree_flatten_with_path(params[name])[0]]
+             for name in params}
+    hit = [name for name, ps in paths.items() if any(regex.fullmatch(x) for x in ps)]
+    if not hit:
+        examples = ", ".join(ps[0] for ps in paths.values() if ps)
+        raise UserError(f"--freeze {pattern!r} matches no parameter (paths look like {examples})")
+    return [f"players.{name}.optim.freeze={pattern}" for name in hit]
 
 
 def _cmd_sample(args) -> int:

@@ -2,8 +2,9 @@
 check that the final params equal an uninterrupted run's bitwise and that metrics.jsonl has every step once.
 
 Each interruption launches ``aigc-jax train`` on the same workdir and sends a signal after a random delay drawn
-from [0.5 s, start-up + a tenth of the training time] (both measured first), so the signals land in start-up, in
-a step or in a checkpoint write, and the run is still unfinished after the last one; then it is run to the end.
+from [0.5 s, start-up + 1/N of the training time] (both measured first; N interruptions), so the signals land
+in start-up, in a step or in a checkpoint write, and the run is still unfinished after the last one; then it is
+run to the end.
 SIGTERM must end in exit status 143 with the step checkpointed (or 0 when the run ended first); SIGKILL loses at
 most the work since the last checkpoint (a time-based interval, ``train.checkpoint_every_secs``, bounds it). One
 JSON object on stdout:
@@ -28,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._report import emit  # noqa: E402
 
-STEPS = 1500
+STEPS = 3000
 SETTINGS = [ "--set", "model.hidden=32", "--set", "model.latent_dim=4",
             "--set", "data.batch_size=32", "--set", "data.eval_batch_size=500", "--set", "train.num_eval_batches=2",
             "--set", "train.log_every=1", "--set", "train.checkpoint_every=10", "--set",
@@ -72,7 +73,8 @@ def main() -> None:
         if rc != 0:
             raise SystemExit(f"the uninterrupted run failed (exit {rc}): {err}")
         _, _, start_up = _train(root / "one-step", steps=1)
-        window = start_up + max(duration - start_up, 0.0) / 10
+        # Each attempt trains at most 1/interruptions of the run: it is still unfinished after the last one.
+        window = start_up + max(duration - start_up, 0.0) / args.interruptions
         wd = root / "drilled"
         drills = []
         for i in range(args.interruptions):

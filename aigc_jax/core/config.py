@@ -40,6 +40,9 @@ class OptimConfig:
     weight_decay: float = 0.0  # adamw only
     clip_norm: float = 0.0  # global-norm clipping; 0 disables it
     accumulate_steps: int = 1  # gradient accumulation: apply the mean gradient of every k micro-steps
+    # Parameters whose path ("PLAYER/" + keys joined by "/", e.g. "gpt/blocks/0/attn/.*") fully matches this
+    # regular expression are frozen: no update and no optimizer state (optax.multi_transform + set_to_zero).
+    freeze: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # the last K; the best (lowest eval loss) is kept as well
     num_eval_batches: int = 0  # 0: the whole test split
     num_samples: int = 64  # images in each sample grid
+    # "RUN_DIR" or "RUN_DIR@STEP": start from that run's params and model state, matched by path (new paths
+    # stay freshly initialised; `aigc_jax.train.init_from`); the optimizer starts fresh. Unused on resume.
+    init_from: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +266,14 @@ def validate(config: ExperimentConfig) -> None:
                 raise UserError(f"bad value {v} for players.{p.name}.optim.{k}: expected a finite number")
         if o.lr <= 0:
             raise UserError(f"bad value {o.lr} for players.{p.name}.optim.lr: expected a positive number")
+        if o.freeze:
+            import re
+
+            try:
+                re.compile(o.freeze)
+            except re.error as e:
+                raise UserError(f"bad value {o.freeze!r} for players.{p.name}.optim.freeze: not a regular "
+                                f"expression ({e})") from None
         if o.warmup_steps < 0 or o.clip_norm < 0 or p.updates_per_step < 1 or o.accumulate_steps < 1:
             raise UserError(f"bad optimizer settings for player {p.name!r}: warmup_steps and clip_norm must be "
                             ">= 0, updates_per_step and accumulate_steps >= 1")

@@ -43,6 +43,13 @@ _FREE_ON_RESUME = ("data.eval_batch_size", "data.read_threads",
 
 def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> None:
     current = cfglib.to_dict(config)
+    try:  # a config saved before a field existed has that field's default (the behaviour it was trained with)
+        from aigc_jax.core.registry import model_entry
+
+        entry = model_entry(stored["model_name"])
+        stored = cfglib.to_dict(cfglib.from_dict(ExperimentConfig, stored, model_config_cls=entry.config_cls))
+    except (KeyError, TypeError, UserError):
+        pass  # compared as stored: the walk below names what differs
     diffs = []
 
     def walk(a, b, prefix):
@@ -347,6 +354,8 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
                     continue
             if stored is not None:
                 _check_resumable(stored, cfg, workdir)
+                if "init_from" in stored:  # a run started from another keeps the record of it
+                    cfg_dict = {**cfg_dict, "init_from": stored["init_from"]}
             saved_tok = workdir / "tokenizer.json"
             if (tokenizer is not None and saved_tok.is_file()
                     and json.loads(saved_tok.read_text()) != tokenizer.to_json()):
@@ -359,6 +368,17 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
     else:
         start = 0
         state = setup.init_state(cfg.train.seed)
+        if cfg.train.init_from:
+            from aigc_jax.train.init_from import initialise_from
+
+            try:
+                state, record = initialise_from(setup, state, cfg.train.init_from)
+            except UserError:
+                ckpt.close()
+                raise
+            cfg_dict = {**cfg_dict, "init_from": record}
+            tqdm.write(f"initialised from {record['run']} step {record['step']}: {record['restored']} arrays "
+                       f"restored, {len(record['fresh'])} fresh, {len(record['dropped'])} dropped")
     if primary:
         _write_json(workdir / "config.json", cfg_dict)
         if tokenizer is not None:

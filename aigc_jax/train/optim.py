@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import optax
 
 from aigc_jax.core.config import ExperimentConfig, OptimConfig
+from aigc_jax.core.errors import UserError
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -34,7 +37,30 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(start, cfg.lr, cfg.warmup_steps), after], [cfg.warmup_steps])
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+def param_path(player: str, path) -> str:
+    """A parameter's name for `OptimConfig.freeze`: the player, then its pytree keys, joined by "/"."""
+    keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    return "/".join([player, *keys])
+
+
+def freeze_labels(player: str, pattern: str):
+    """``params -> labels``: "frozen" where the path fully matches ``pattern``, else "train"; a pattern that
+    matches no parameter is a UserError (a typo would otherwise freeze nothing, silently)."""
+    regex = re.compile(pattern)
+
+    def labels(params):
+        out = jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if regex.fullmatch(param_path(player, path)) else "train", params)
+        if "frozen" not in jax.tree.leaves(out):
+            example = param_path(player, jax.tree_util.tree_flatten_with_path(params)[0][0][0])
+            raise UserError(f"players.{player}.optim.freeze={pattern!r} matches no parameter of {player!r} "
+                            f"(paths look like {example!r})")
+        return out
+
+    return labels
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "") -> optax.GradientTransformation:
     """Global-norm clipping (when ``clip_norm > 0``) chained with Adam or AdamW under the schedule.
 
     AdamW decays only matrices and embeddings (arrays of rank >= 2), not biases or norm scales, as GPT-2 and
@@ -50,6 +76,8 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
         opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+    if cfg.freeze:  # frozen leaves: zero updates and no state (clipping sees the trainable ones only)
+        opt = optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, freeze_labels(player, cfg.freeze))
     if k > 1:
         opt = optax.MultiSteps(opt, every_k_schedule=k)
     return opt
@@ -58,4 +86,5 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
 def make_optimizers(config: ExperimentConfig) -> dict[str, optax.GradientTransformation]:
     """Every player's optimizer, by name. A player's schedule counts its own updates: one that makes
     ``updates_per_step`` updates per train step (an n_critic critic) makes ``steps * updates_per_step`` in all."""
-    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step) for p in config.players}
+    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step, p.name)
+            for p in config.players}
