@@ -68,6 +68,11 @@ def test_a_shape_mismatch_names_the_paths(source, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0, err
     assert "have another shape or dtype in the new model (vae/decoder/layers/0/bias (32,) -> (48,)" in err
+    assert not (tmp_path / "w").exists()  # a start that failed leaves no directory behind
+    assert main(["train", "vae-mnist", "--workdir", str(tmp_path / "w"), "--init-from", f"{source}@7",
+                 "--steps", "2", "--no-progress"]) == 2
+    assert "has no checkpoint at step 7 (it has [1, 2])" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_source_spec_parsing():

@@ -64,9 +64,10 @@ def checksums(state) -> dict[str, int]:
 
 
 def _quiet_abandoned_reads() -> None:
-    """After a failed restore, TensorStore completes the reads Orbax abandoned by calling back into an asyncio
+    """When a restore fails, TensorStore completes the reads Orbax abandoned by calling back into an asyncio
     loop that is already closed; each callback's "Event loop is closed" would print a traceback (through
-    `sys.unraisablehook`) after our one-line report. Drop exactly those; pass everything else on."""
+    `sys.unraisablehook`) beside our one-line report, sometimes before the exception reaches us. Installed
+    (once) before every restore: drop exactly those; pass everything else on."""
     previous = sys.unraisablehook
     if getattr(previous, "_aigc_jax_quiet", False):
         return
@@ -143,10 +144,10 @@ class Checkpointer:
         if has_sums:
             items[INTEGRITY] = ocp.args.JsonRestore()
         where = self.directory / str(step)
+        _quiet_abandoned_reads()  # before the read: the callbacks can race ahead of the exception
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001
-            _quiet_abandoned_reads()
             raise CheckpointError(f"checkpoint {where} cannot be read ({_first_line(e)})") from None
         if has_sums:
             expected = out[INTEGRITY]["checksums"]

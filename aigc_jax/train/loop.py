@@ -11,6 +11,7 @@ import dataclasses
 import fnmatch
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -320,10 +321,18 @@ def train(
     if workdir.exists() and not workdir.is_dir():  # before any work
         raise UserError(f"--workdir {workdir} is a file; give a directory (a new one, or a run to resume)")
     lock: list = []
+    created = not workdir.exists()
     with _StopSignals() as signals:
         try:
             return _train(config, workdir, signals, primary, lock, progress=progress, mesh=mesh,
                           async_checkpoints=async_checkpoints, stop_at=stop_at)
+        except BaseException:
+            # A start that failed before the run was written (e.g. a bad --init-from) leaves no directory.
+            if created and primary and not (workdir / "config.json").exists():
+                for f in lock:
+                    f.close()
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         finally:
             for f in lock:
                 f.close()
