@@ -138,15 +138,14 @@ def _freeze_overrides(cfg, pattern: str) -> list[str]:
 
     from aigc_jax.core.errors import UserError
     from aigc_jax.core.registry import build_model
-    from aigc_jax.train.optim import param_path
+    from aigc_jax.train.optim import param_paths
 
     try:
         regex = re.compile(pattern)
     except re.error as e:
         raise UserError(f"--freeze {pattern!r}: not a regular expression ({e})") from None
     params = jax.eval_shape(build_model(cfg).init, jax.random.key(0))[0]
-    paths = {name: [param_path(name, path) for path, _ in jax.tree_util.tree_flatten_with_path(params[name])[0]]
-             for name in params}
+    paths = {name: list(param_paths({name: sub})) for name, sub in params.items()}
     hit = [name for name, ps in paths.items() if any(regex.fullmatch(x) for x in ps)]
     if not hit:
         examples = ", ".join(ps[0] for ps in paths.values() if ps)
@@ -251,14 +250,13 @@ def _cmd_eval(args) -> int:
 
     if args.num_samples < 0 or args.importance_samples < 0:
         raise UserError("--num-samples and --importance-samples must be positive (0: the defaults)")
-    out = Path(args.workdir) / "eval.json"
-    api.read_run_config(args.workdir)
-    if not os.access(args.workdir, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise UserError(f"cannot write {out}: the run directory is not writable (nothing was evaluated)")
     from aigc_jax.metrics.sample_quality import default_extractor
     from aigc_jax.train.evaluation import resolve_metrics
 
     cfg, model = api.run_model(args.workdir)
+    out = Path(args.workdir) / "eval.json"
+    if not os.access(args.workdir, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"cannot write {out}: the run directory is not writable (nothing was evaluated)")
     try:
         resolve_metrics(model, cfg.name, args.metrics)
     except UserError as e:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from aigc_jax.core.errors import UserError
-from aigc_jax.train.optim import param_path
+from aigc_jax.train.optim import param_path, param_paths
 
 
 def parse_source(spec: str) -> tuple[Path, int | None]:
@@ -32,19 +32,11 @@ def parse_source(spec: str) -> tuple[Path, int | None]:
     return Path(run), value
 
 
-def _flat(tree: dict) -> dict[str, object]:
-    out = {}
-    for name, sub in tree.items():
-        for path, leaf in jax.tree_util.tree_flatten_with_path(sub)[0]:
-            out[param_path(name, path)] = leaf
-    return out
-
-
 def merge_by_path(fresh: dict, source: dict, what: str) -> tuple[dict, list[str], list[str]]:
     """``fresh`` with every leaf that ``source`` has at the same path (both ``{player: pytree}``); returns the
     merged tree, the paths kept fresh and the source paths dropped. A shape or dtype mismatch is a UserError."""
-    src = _flat(source)
-    dst = _flat(fresh)
+    src = param_paths(source)
+    dst = param_paths(fresh)
     bad = [f"{p} {tuple(src[p].shape)} -> {tuple(dst[p].shape)}" for p in dst
            if p in src and (tuple(src[p].shape) != tuple(dst[p].shape) or src[p].dtype != dst[p].dtype)]
     if bad:
@@ -85,7 +77,7 @@ def initialise_from(setup, state: dict, spec: str) -> tuple[dict, dict]:
         "run": str(run.resolve()),
         "step": int(at),
         "config_sha256": hashlib.sha256((run / "config.json").read_bytes()).hexdigest(),
-        "restored": len(_flat(params)) - len(fresh_params),
+        "restored": len(param_paths(params)) - len(fresh_params),
         "fresh": fresh_params + fresh_ms,
         "dropped": dropped_params + dropped_ms,
     }

@@ -72,10 +72,6 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
         )
 
 
-def _what(signals: _StopSignals) -> str:
-    return _StopSignals.SIGNALS.get(signals.received[0] if signals.received else signal.SIGINT)[0]
-
-
 def _write_json(path: Path, data: dict) -> None:
     save_text(json.dumps(data, indent=2) + "\n", path)
 
@@ -234,9 +230,10 @@ class _StopSignals:
     def stop(self) -> bool:
         return _agree(bool(self.received))
 
-    @property
-    def exit_code(self) -> int:
-        return self.SIGNALS.get(self.received[0], ("", 130))[1] if self.received else 130
+    def error(self, what_happened: str) -> Interrupted:
+        """``Interrupted("<the signal> <what_happened>")`` with the signal's exit status (130 or 143)."""
+        what, code = self.SIGNALS[self.received[0] if self.received else signal.SIGINT]
+        return Interrupted(f"{what} {what_happened}", code)
 
 
 _LOCK = ".lock"
@@ -400,8 +397,8 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
 
     if signals.received:
         ckpt.close()
-        raise Interrupted(f"{_what(signals)} before the first step; nothing new was checkpointed"
-                          + (f" (the run resumes from step {start})" if start else ""), signals.exit_code)
+        raise signals.error("before the first step; nothing new was checkpointed"
+                            + (f" (the run resumes from step {start})" if start else ""))
     writer = RunWriter(workdir, enabled=primary, resume_step=start)
     bar = tqdm(total=total, initial=start, desc=cfg.name, unit="step", disable=not (progress and primary),
                dynamic_ncols=True, smoothing=0.05)
@@ -429,8 +426,7 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
                 if ckpt.latest_step() != step:  # nothing lost: keep what was trained so far (when finite)
                     run.checkpoint(step)
                 ckpt.wait()
-                raise Interrupted(f"{_what(signals)} at step {step}; checkpointed it: run the same command to "
-                                  "resume", signals.exit_code)
+                raise signals.error(f"at step {step}; checkpointed it: run the same command to resume")
     except KeyboardInterrupt:  # a second signal: stop at once
         bar.close()
         writer.close()
@@ -439,9 +435,9 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
         except BaseException:  # noqa: BLE001  (a save cut short is not a checkpoint; the next start cleans it)
             pass
         last = ckpt.latest_step()
-        raise Interrupted(f"{_what(signals)} twice: stopped at once after step {step}; "
+        raise signals.error(f"twice: stopped at once after step {step}; "
                           + (f"the run resumes from its last checkpoint, step {last}" if last is not None
-                             else "no checkpoint was written yet"), signals.exit_code) from None
+                            else "no checkpoint was written yet")) from None
     except BaseException:
         bar.close()
         ckpt.close()

@@ -43,6 +43,13 @@ def param_path(player: str, path) -> str:
     return "/".join([player, *keys])
 
 
+def param_paths(tree: dict) -> dict[str, object]:
+    """``{player: pytree}`` -> ``{"player/keys": leaf}``, in pytree order (the names `freeze` and
+    `--init-from` match)."""
+    return {param_path(name, path): leaf for name, sub in tree.items()
+            for path, leaf in jax.tree_util.tree_flatten_with_path(sub)[0]}
+
+
 def freeze_labels(player: str, pattern: str):
     """``params -> labels``: "frozen" where the path fully matches ``pattern``, else "train"; a pattern that
     matches no parameter is a UserError (a typo would otherwise freeze nothing, silently)."""
@@ -52,7 +59,7 @@ def freeze_labels(player: str, pattern: str):
         out = jax.tree_util.tree_map_with_path(
             lambda path, _: "frozen" if regex.fullmatch(param_path(player, path)) else "train", params)
         if "frozen" not in jax.tree.leaves(out):
-            example = param_path(player, jax.tree_util.tree_flatten_with_path(params)[0][0][0])
+            example = next(iter(param_paths({player: params})))
             raise UserError(f"players.{player}.optim.freeze={pattern!r} matches no parameter of {player!r} "
                             f"(paths look like {example!r})")
         return out
