@@ -1,4 +1,4 @@
-"""The ``aigc-jax`` command line: list, train, sample, eval.
+"""The ``aigc-jax`` command line: list, train, sample, compile, eval.
 
 Thin on purpose: it parses flags and calls the Python API. Every user mistake ends as one line on stderr and exit
 status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
@@ -68,6 +68,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="image-to-image models: translate this .png/.jpg or .npz (array x) instead of test images")
     s.add_argument("--split", choices=("test", "train"),
                    help="image-to-image models: translate the first --num images of this split (default: test)")
+
+    c = sub.add_parser("compile", help="compile an experiment's sharded train step and sampler from shapes, for "
+                                       "this host or a TPU topology, and report memory, FLOPs, collectives and a "
+                                       "roofline")
+    c.add_argument("experiment")
+    c.add_argument("--topology", metavar="SLICE",
+                   help="TPU slice to compile for without one attached: a slice name (v5p-8, v5p-64, v5p-256, ...; "
+                        "the number counts TensorCores, two per chip) or GENERATION:AxBxC (v5p:4x4x4); needs libtpu "
+                        "(pip install 'aigc-jax[tpu]'). Default: this host's devices")
+    c.add_argument("--mesh", help="device mesh over the topology's chips, e.g. fsdp=16,tensor=4 (default: every "
+                                  "chip on data)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable), e.g. --set data.batch_size=256")
+    c.add_argument("--no-sampler", action="store_true", help="compile only the train step")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
 
     e = sub.add_parser("eval", help="evaluate a trained run on the test split; writes WORKDIR/eval.json")
     e.add_argument("workdir")
@@ -243,6 +258,43 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_compile(args) -> int:
+    if args.topology is not None:
+        from aigc_jax.train import aot
+
+        gen, shape = aot.parse_topology(args.topology)
+        aot.quiet_tpu_environment()  # before JAX starts a backend: no TPU is attached
+        import jax
+
+        if "JAX_PLATFORMS" not in os.environ:
+            jax.config.update("jax_platforms", "cpu")  # the host runs the tracing; libtpu only compiles
+    import json
+
+    from aigc_jax.api import get_config
+    from aigc_jax.parallel import make_mesh
+    from aigc_jax.train import aot
+
+    overrides = list(args.overrides) + ([f"mesh={args.mesh}"] if args.mesh is not None else [])
+    cfg = get_config(args.experiment, overrides)
+    chip = None
+    if args.topology is not None:
+        devices = aot.topology_devices(gen, shape)
+        chip = aot.CHIPS.get(gen)
+        where = f"TPU {gen} {shape} ({len(devices)} chips)"
+    else:
+        import jax
+
+        devices = jax.devices()
+        where = f"this host ({len(devices)} {devices[0].platform} devices)"
+    report = aot.compile_report(cfg, make_mesh(cfg.mesh, devices), chip=chip, sampler=not args.no_sampler)
+    report["topology"] = f"{gen}:{shape}" if args.topology is not None else "host"
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(aot.describe(report, where))
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from aigc_jax import api
     from aigc_jax.core.errors import UserError
@@ -305,7 +357,8 @@ def _main(argv: list[str] | None) -> int:
         pass
     try:
         args = _parser().parse_args(argv)
-        return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}[args.command](args)
+        return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "compile": _cmd_compile,
+                "eval": _cmd_eval}[args.command](args)
     except _CLIError as e:
         print(str(e), file=sys.stderr)
         return 2

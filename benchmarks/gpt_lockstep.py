@@ -67,7 +67,7 @@ def main() -> None:
     if nanogpt:
         tstep.model.load_state_dict(start_sd)
     state = dict(setup.init_state(0))
-    start = to_jax_params(tstep.model, m.layers, m.heads)
+    start = to_jax_params(tstep.model, m.layers, m.heads, m.padded_vocab)
     params = jax.tree.map(lambda a, ref: jax.device_put(jnp.asarray(a), ref.sharding), start, state["params"])
     state["params"] = params
     state["opt_state"] = {"gpt": setup.optimizers["gpt"].init(params["gpt"])}

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def make_twin(vocab, context, layers, heads, width, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, clip=1.0,
               threads: int | None = None):
@@ -128,9 +130,14 @@ def nanogpt_start_weights(vocab: int, context: int, layers: int, width: int) -> 
     return {k: v.detach().clone() for k, v in sd.items()}
 
 
-def to_jax_params(model, layers: int, heads: int) -> dict:
-    """The twin's weights as ``GPT`` params ``{"gpt": ...}`` (numpy float32; Linear weights are [out, in])."""
+def to_jax_params(model, layers: int, heads: int, vocab_rows: int | None = None) -> dict:
+    """The twin's weights as ``GPT`` params ``{"gpt": ...}`` (numpy float32; Linear weights are [out, in]).
+    ``vocab_rows``: the GPT's padded embedding rows (``GPTConfig.padded_vocab``); the extra rows are zeros, whose
+    logits the GPT masks, so both models compute the same function (and AdamW keeps zero rows at zero)."""
     sd = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    wte = sd["wte.weight"]
+    if vocab_rows is not None and vocab_rows > wte.shape[0]:
+        sd["wte.weight"] = np.concatenate([wte, np.zeros((vocab_rows - wte.shape[0], wte.shape[1]), wte.dtype)])
     d = sd["wte.weight"].shape[1]
     h = d // heads
     blocks = {}

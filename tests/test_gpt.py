@@ -1,5 +1,7 @@
 """GPT: causality, KV-cache decoding, the sampler on fake logits, and 3-axis sharding on 8 simulated devices."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,11 +119,11 @@ GOLDEN = {
 
 @pytest.fixture(scope="module")
 def sharded_pair(devices):
+    # The default vocabulary (65 characters, padded to 128 embedding rows) on the three-axis mesh.
     cfg = get_config("gpt-shakespeare-char-cpu", ["model.layers=2", "model.width=32", "model.heads=4",
-                                                  "model.vocab_size=66",  # padded so tensor=2 divides it
                                                   "players.gpt.optim.warmup_steps=0",  # a real first update
                                                   "model.context=16", "data.batch_size=8"])
-    toks = jax.random.randint(jax.random.key(3), (8, 17), 0, 66)
+    toks = jax.random.randint(jax.random.key(3), (8, 17), 0, 65)
     out = {}
     for spec, devs in (("", devices[:1]), ("data=2,fsdp=2,tensor=2", devices)):
         setup = build_setup(cfg, meshlib.make_mesh(spec, devs))
@@ -171,7 +173,8 @@ def test_golden_sharding_table_and_large_weights_sharded(sharded_pair):
 
 
 def test_indivisible_sharding_is_a_clear_error(devices):
-    cfg = get_config("gpt-shakespeare-char-cpu", ["model.layers=1", "model.width=32", "data.batch_size=8"])
+    cfg = get_config("gpt-shakespeare-char-cpu", ["model.layers=1", "model.width=32", "data.batch_size=8",
+                                                  "model.vocab_multiple=1"])
     from aigc_jax.core.errors import UserError
 
     with pytest.raises(UserError, match=r"parameter gpt/wte \(65, 32\): dimension 0 \(65\) cannot be split over "
@@ -306,7 +309,7 @@ def test_train_steps_equal_the_pytorch_twin_in_lockstep(devices):
     torch.manual_seed(0)
     tstep, _, _ = make_twin(65, ctx, layers, heads, width, lr=3e-3, clip=0.5, threads=1)
     state = dict(setup.init_state(0))
-    start = to_jax_params(tstep.model, layers, heads)
+    start = to_jax_params(tstep.model, layers, heads, cfg.model.padded_vocab)
     params = jax.device_put(jax.tree.map(jnp.asarray, start))
     state["params"] = params
     state["opt_state"] = {"gpt": setup.optimizers["gpt"].init(params["gpt"])}
@@ -320,7 +323,7 @@ def test_train_steps_equal_the_pytorch_twin_in_lockstep(devices):
         state, metrics = setup.train_step(state, meshlib.to_global({"tokens": toks}, setup.batch_sharding))
         assert float(metrics["loss"]) == pytest.approx(torch_loss, abs=2e-5), it
     ours = jax.device_get(state["params"])
-    theirs = to_jax_params(tstep.model, layers, heads)
+    theirs = to_jax_params(tstep.model, layers, heads, cfg.model.padded_vocab)
     assert tree_max_diff(ours, theirs) < 2e-5
     assert tree_max_diff(ours, start) > 1e-2  # the weights did move
 
@@ -361,3 +364,72 @@ def test_resume_refuses_a_changed_corpus(tmp_path, capsys):
     assert main([*argv, "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "no longer gives the tokenizer this run was trained with" in err and err.count("\n") == 1
+
+
+def test_padded_vocabulary_changes_no_loss_gradient_or_sample():
+    """13 tokens padded to 16 embedding rows: with the first 13 rows equal to the unpadded model's (and junk in the
+    rest), the loss, log p(x), the real rows' gradients and sampled tokens are those of the unpadded model; the
+    padding rows get no gradient and their logits are -inf."""
+    plain = GPT(dataclasses.replace(SMALL, vocab_multiple=1))
+    padded = GPT(dataclasses.replace(SMALL, vocab_multiple=8))
+    assert padded.config.padded_vocab == 16 and plain.config.padded_vocab == 13
+    params, _ = plain.init(jax.random.key(0))
+    junk = jax.random.normal(jax.random.key(9), (3, SMALL.width)) * 5.0
+    params_p = {"gpt": {**params["gpt"], "wte": jnp.concatenate([params["gpt"]["wte"], junk])}}
+    toks = jax.random.randint(jax.random.key(1), (4, SMALL.context + 1), 0, SMALL.vocab_size)
+    batch = {"tokens": toks}
+
+    def loss(model, p):
+        return model.loss("gpt", p, {}, batch, None)[0]
+
+    l1, g1 = jax.value_and_grad(lambda p: loss(plain, p))(params)
+    l2, g2 = jax.value_and_grad(lambda p: loss(padded, p))(params_p)
+    np.testing.assert_allclose(float(l2), float(l1), rtol=1e-6)
+    np.testing.assert_allclose(plain.log_prob(params, batch), padded.log_prob(params_p, batch), rtol=1e-6)
+    np.testing.assert_allclose(g2["gpt"]["wte"][:13], g1["gpt"]["wte"], atol=1e-7)
+    assert not np.any(np.asarray(g2["gpt"]["wte"][13:]))
+    rest = {k: v for k, v in g2["gpt"].items() if k != "wte"}
+    assert tree_max_diff(rest, {k: v for k, v in g1["gpt"].items() if k != "wte"}) < 1e-6
+    logits = padded.apply(params_p, toks[:, :5])
+    assert logits.shape == (4, 5, 16) and bool(jnp.all(logits[..., 13:] == -jnp.inf))
+    prompt = toks[:2, :3]
+    for use_cache in (True, False):
+        a = plain.generate(params, prompt, jax.random.key(5), 6, temperature=1.0, use_cache=use_cache)
+        b = padded.generate(params_p, prompt, jax.random.key(5), 6, temperature=1.0, use_cache=use_cache)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_config_written_before_vocab_padding_loads_unpadded():
+    from aigc_jax.core import config as cfglib
+
+    cfg = get_config("gpt-shakespeare-char-cpu")
+    assert cfg.model.vocab_multiple == 128 and cfg.model.padded_vocab == 128
+    stored = cfglib.to_dict(cfg)
+    del stored["model"]["vocab_multiple"]
+    old = cfglib.from_dict(type(cfg), stored, model_config_cls=type(cfg.model))
+    assert old.model.vocab_multiple == 1 and old.model.padded_vocab == 65
+
+
+def test_scanned_layers_compute_the_unrolled_model():
+    """``scan_layers``: the same params stacked on a leading layers axis give the unrolled model's loss, gradients
+    (stacked), KV-cache samples, and, with remat and dropout off, the same logits; the logical axes gain "layers"."""
+    unrolled = GPT(dataclasses.replace(SMALL, layers=3))
+    scanned = GPT(dataclasses.replace(SMALL, layers=3, scan_layers=True))
+    scanned_remat = GPT(dataclasses.replace(SMALL, layers=3, scan_layers=True, remat=True))
+    params, _ = unrolled.init(jax.random.key(0))
+    blocks = params["gpt"]["blocks"]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(blocks[i] for i in range(3)))
+    params_s = {"gpt": {**params["gpt"], "blocks": stacked}}
+    assert jax.tree.structure(params_s) == jax.tree.structure(scanned.init(jax.random.key(1))[0])
+    assert scanned.logical_axes()["gpt"]["blocks"]["wq"] == P("layers", "embed", "heads", "head_dim")
+    toks = jax.random.randint(jax.random.key(1), (2, SMALL.context + 1), 0, SMALL.vocab_size)
+    batch = {"tokens": toks}
+    l1, g1 = jax.value_and_grad(lambda p: unrolled.loss("gpt", p, {}, batch, None)[0])(params)
+    for model in (scanned, scanned_remat):
+        l2, g2 = jax.value_and_grad(lambda p, model=model: model.loss("gpt", p, {}, batch, None)[0])(params_s)
+        np.testing.assert_allclose(float(l2), float(l1), rtol=1e-6)
+        g1_stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(g1["gpt"]["blocks"][i] for i in range(3)))
+        assert tree_max_diff(g2["gpt"]["blocks"], g1_stacked) < 1e-6
+    a = unrolled.generate(params, toks[:, :2], jax.random.key(4), 5, temperature=1.0)
+    b = scanned.generate(params_s, toks[:, :2], jax.random.key(4), 5, temperature=1.0)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -12,6 +12,7 @@ line; when none is left it stops with one line (`CheckpointError`).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -136,9 +137,30 @@ class Checkpointer:
                                   f"({_first_line(e)})") from None
         return out["config"]
 
+    def _elastic_data_state(self, step: int):
+        """The data iterator's state from a checkpoint written by a different number of processes, or None when
+        this process's own file is there (Grain names them ``process_I-of-N.json``). Every process's iterator is
+        at the same global batch index (each reads its rows of the same batches), so the states of all processes
+        are one state, which any process count can continue from."""
+        data = self.directory / str(step) / "data"
+        own = data / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        saved = sorted(data.glob("process_*-of-*.json")) if data.is_dir() else []
+        if own.exists() or not saved:
+            return None
+        try:
+            states = {json.dumps(json.loads(p.read_text()), sort_keys=True) for p in saved}
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)}: its data iterator state cannot be "
+                                  f"read ({_first_line(e)})") from None
+        if len(states) != 1:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} was written by {len(saved)} processes "
+                                  "whose data positions differ; resume it with that many processes")
+        return json.loads(states.pop())
+
     def _restore_verified(self, abstract_state, iterator, step: int):
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if iterator is not None:
+        elastic = None if iterator is None else self._elastic_data_state(step)
+        if iterator is not None and elastic is None:
             items["data"] = grain.checkpoint.CheckpointRestore(iterator)
         has_sums = (self.directory / str(step) / INTEGRITY).exists()
         if has_sums:
@@ -156,6 +178,8 @@ class Checkpointer:
             if bad:
                 raise CheckpointError(f"checkpoint {where} is corrupt: {len(bad)} array(s) do not match the "
                                       f"checksums written when it was saved (first: state{bad[0]})")
+        if elastic is not None:
+            iterator.set_state(elastic)
         return out["state"]
 
     def restore(self, abstract_state, iterator=None, step: int | None = None, *, fall_back: bool | None = None):

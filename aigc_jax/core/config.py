@@ -89,7 +89,13 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Base of every family's model config; subclasses are frozen dataclasses too."""
+    """Base of every family's model config; subclasses are frozen dataclasses too.
+
+    ``STORED_DEFAULTS`` (a class attribute, not a field) names fields whose value for a config.json written before
+    the field existed differs from today's default: such a run was trained with the old behaviour.
+    """
+
+    STORED_DEFAULTS: typing.ClassVar[dict[str, Any]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,8 +341,11 @@ def from_dict(cls, data: dict, model_config_cls=None, key: str = "config"):
         raise UserError(f"{key} is {json.dumps(data)[:60]}: expected an object")
     hints = _hints(cls)
     kwargs = {}
+    stored_defaults = getattr(cls, "STORED_DEFAULTS", {})
     for f in dataclasses.fields(cls):
         if f.name not in data:
+            if f.name in stored_defaults:
+                kwargs[f.name] = stored_defaults[f.name]
             continue
         tp = hints[f.name]
         if cls is ExperimentConfig and f.name == "model":

@@ -7,6 +7,7 @@ trainer never branch on the parallelism layout. The global batch is split over `
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -66,6 +67,28 @@ def make_mesh(spec: str = "", devices=None) -> Mesh:
     )
 
 
+def within(mesh: Mesh, fn):
+    """``fn`` traced with ``mesh`` as the abstract mesh, so that model code can place `constrain` hints by axis
+    name without holding the mesh."""
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return traced
+
+
+def constrain(x, spec: P):
+    """``jax.lax.with_sharding_constraint(x, spec)`` inside `within` on a mesh of several devices; anywhere else
+    (no mesh, one device, or inside ``shard_map``, whose axes are manual) ``x`` unchanged, so that the hint never
+    alters a single-device or per-device program."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1 or mesh.manual_axes:
+        return x
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
 def batch_shards(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
@@ -120,8 +143,8 @@ def param_shardings(abstract_params, mesh: Mesh, specs=None):
                 name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
                 raise UserError(
                     f"parameter {name} {tuple(a.shape)}: dimension {dim} ({size}) cannot be split over mesh axis "
-                    f"{axis}={n}; pad it to a multiple of {n} (e.g. model.vocab_size) or map its logical axis to "
-                    "none in model.axis_rules"
+                    f"{axis}={n}; pad it to a multiple of {n} (a GPT's vocabulary: model.vocab_multiple) or map its "
+                    "logical axis to none in model.axis_rules"
                 )
         return NamedSharding(mesh, s)
 

@@ -54,7 +54,7 @@ class Setup:
                       if self.per_device_gradients else {})
         fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform, **per_device)
         return jax.jit(
-            fn,
+            meshlib.within(self.mesh, fn),
             in_shardings=(self.state_shardings, self.batch_sharding),
             out_shardings=(self.state_shardings, meshlib.replicated(self.mesh)),
             donate_argnums=(0,),
@@ -66,7 +66,8 @@ class Setup:
         rep = meshlib.replicated(self.mesh)
         # Eval never donates: the state goes on training afterwards.
         return jax.jit(
-            fn, in_shardings=(self.state_shardings, self.batch_sharding, self.batch_sharding, rep), out_shardings=rep
+            meshlib.within(self.mesh, fn),
+            in_shardings=(self.state_shardings, self.batch_sharding, self.batch_sharding, rep), out_shardings=rep,
         )
 
     def init_state(self, seed: int):

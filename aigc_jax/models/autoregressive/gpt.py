@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +26,21 @@ from aigc_jax.models.autoregressive.sampling import decode_loop
 from aigc_jax.nn.attention import causal_attention
 from aigc_jax.nn.layers import dropout
 from aigc_jax.nn.linear import dense
+from aigc_jax.parallel.mesh import BATCH_AXES, constrain
 
-LOGICAL_AXES = ("vocab", "embed", "heads", "head_dim", "mlp", "pos")
+LOGICAL_AXES = ("vocab", "embed", "heads", "head_dim", "mlp", "pos", "layers")
 
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig(ModelConfig):
+    # Configs written before vocab_multiple existed trained an unpadded embedding.
+    STORED_DEFAULTS: ClassVar[dict] = {"vocab_multiple": 1}
+
     vocab_size: int = 65
+    # The embedding has vocab_size rounded up to a multiple of this many rows (nanoGPT pads GPT-2's 50,257 to 50,304),
+    # so that tensor and FSDP sharding can split it; the extra rows' logits are masked (-inf), so losses and samples
+    # are those of the unpadded model. 128 divides every power-of-two mesh axis up to 128 and the TPU lane width.
+    vocab_multiple: int = 128
     context: int = 64
     layers: int = 4
     heads: int = 4
@@ -42,6 +50,10 @@ class GPTConfig(ModelConfig):
     bias: bool = False
     compute_dtype: Literal["float32", "bfloat16"] = "float32"  # params stay float32 (master copy)
     remat: bool = False  # rematerialise each block in the backward pass
+    # One block's program applied by jax.lax.scan over parameters stacked on a leading "layers" axis (params at
+    # gpt/blocks/NAME [layers, ...] instead of gpt/blocks/I/NAME): compile time and program size stop growing with
+    # depth (MaxText's scan_layers), which large models need; the unrolled loop is faster to run on CPU.
+    scan_layers: bool = False
     # logical axis -> mesh axis; unnamed logical axes are replicated
     axis_rules: str = "vocab:tensor,embed:fsdp,heads:tensor,mlp:tensor"
     sample_tokens: int = 300  # new tokens in the text samples written during training
@@ -52,8 +64,10 @@ class GPTConfig(ModelConfig):
     def validate(self) -> None:
         if self.width % self.heads:
             raise UserError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
-        if min(self.vocab_size, self.context, self.layers, self.heads, self.width, self.mlp_ratio) < 1:
-            raise UserError("model.vocab_size, context, layers, heads, width and mlp_ratio must be >= 1")
+        if min(self.vocab_size, self.vocab_multiple, self.context, self.layers, self.heads, self.width,
+               self.mlp_ratio) < 1:
+            raise UserError("model.vocab_size, vocab_multiple, context, layers, heads, width and mlp_ratio must "
+                            "be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"bad value {self.dropout} for model.dropout: expected 0 <= dropout < 1")
         parse_rules(self.axis_rules)
@@ -64,6 +78,11 @@ class GPTConfig(ModelConfig):
 
     def rules(self) -> dict[str, str | None]:
         return parse_rules(self.axis_rules)
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of the embedding (and columns of the logits): vocab_size rounded up to a multiple of vocab_multiple."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
 
 def parse_rules(text: str) -> dict[str, str | None]:
@@ -96,6 +115,11 @@ class LayerNorm(nnx.Module):
         if self.bias is not None:
             y = y + _bcast(self.bias[...].astype(jnp.float32), x.ndim)
         return y.astype(x.dtype)
+
+
+def _gathered(spec: P) -> P:
+    """A weight's layout at its use under FSDP: its mesh spec without the fsdp axis (all-gathered)."""
+    return P(*(None if axis == "fsdp" else axis for axis in spec))
 
 
 def _bcast(v, ndim):
@@ -179,9 +203,9 @@ def _gelu(x: jax.Array) -> jax.Array:
 class GPTNetwork(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         init = nnx.initializers.normal(0.02)
-        self.wte = _param(rngs, init, (cfg.vocab_size, cfg.width), ("vocab", "embed"))
+        self.wte = _param(rngs, init, (cfg.padded_vocab, cfg.width), ("vocab", "embed"))
         self.wpe = _param(rngs, init, (cfg.context, cfg.width), ("pos", "embed"))
-        self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.layers)])
+        self.blocks = nnx.List([Block(cfg, rngs) for _ in range(0 if cfg.scan_layers else cfg.layers)])
         self.ln_f = LayerNorm(cfg.width, cfg.bias, rngs)
 
 
@@ -209,11 +233,24 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
                                per_example_loss=config.dropout == 0)
         with nnx.use_eager_sharding(False):
             abstract = nnx.eval_shape(lambda: GPTNetwork(config, nnx.Rngs(0)))
+            block_abstract = nnx.eval_shape(lambda: Block(config, nnx.Rngs(0)))
         self._graphdef, abstract_state = nnx.split(abstract)
         self._logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_state))
-        block_abstract = abstract.blocks[0]
-        self._block_graphdef, _ = nnx.split(block_abstract)
+        self._block_graphdef, block_state = nnx.split(block_abstract)
+        if config.scan_layers:  # every block weight gains a leading "layers" axis
+            block_logical = nnx.to_pure_dict(nnx.get_partition_spec(block_state))
+            self._logical["blocks"] = jax.tree.map(lambda spec: P("layers", *spec), block_logical,
+                                                   is_leaf=lambda x: isinstance(x, P))
         self.dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+        # Where weights are used: their mesh layout with the fsdp axis gathered (a scanned block's weights per
+        # layer, without the layers axis); activations [B, T, D] split over the batch axes.
+        specs = self.param_partition_specs()["gpt"]
+        blocks = specs.pop("blocks")
+        one = jax.tree.map(lambda spec: P(*spec[1:]), blocks, is_leaf=lambda x: isinstance(x, P)) \
+            if config.scan_layers else blocks[0]
+        self._use_specs = {**jax.tree.map(_gathered, specs, is_leaf=lambda x: isinstance(x, P)),
+                           "block": jax.tree.map(_gathered, one, is_leaf=lambda x: isinstance(x, P))}
+        self._act = P(BATCH_AXES, None, None)
 
     @property
     def spec(self) -> ModelSpec:
@@ -240,38 +277,81 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
 
     # -- the network --------------------------------------------------------------------------------------------
     def init(self, key):
+        cfg = self.config
         with nnx.use_eager_sharding(False):
-            net = GPTNetwork(self.config, nnx.Rngs(key))
-        return {"gpt": nnx.to_pure_dict(nnx.state(net))}, {}
+            net = GPTNetwork(cfg, nnx.Rngs(key))
+            params = nnx.to_pure_dict(nnx.state(net))
+            if cfg.scan_layers:
+                def one_block(k):
+                    return nnx.to_pure_dict(nnx.state(Block(cfg, nnx.Rngs(k))))
+
+                params["blocks"] = jax.vmap(one_block)(jax.random.split(jax.random.fold_in(key, 1), cfg.layers))
+        return {"gpt": params}, {}
 
     def apply(self, params, tokens, key=None, cache=None, pos=0):
-        """Logits float32 ``[B, T, V]`` for tokens ``[B, T]`` at positions ``pos..pos+T-1``; with a KV cache
-        (a list of ``(k, v)`` per layer) also returns the updated cache. ``key`` enables dropout."""
+        """Logits float32 ``[B, T, V']`` for tokens ``[B, T]`` at positions ``pos..pos+T-1``, ``V' =
+        padded_vocab`` with the padding columns at -inf; with a KV cache (a list of ``(k, v)`` per layer, or one
+        stacked ``(k, v)`` with ``scan_layers``) also returns the updated cache. ``key`` enables dropout."""
         cfg = self.config
-        net = nnx.merge(self._graphdef, params["gpt"])  # params stay float32 (cast at the matmuls)
+        top = params["gpt"]
+        if cfg.scan_layers:
+            top = {**top, "blocks": {}}
+        net = nnx.merge(self._graphdef, top)  # params stay float32 (cast at the matmuls)
         t = tokens.shape[1]
-        wte = jnp.asarray(net.wte[...])  # (loaded params are numpy arrays; the tokens may be traced)
-        x = wte[tokens] + jax.lax.dynamic_slice_in_dim(net.wpe[...], pos, t, axis=0)[None]  # [B, T, D]
-        x = x.astype(self.dtype)  # params stay float32; activations (and matmul operands) in the compute dtype
+        use = self._use_specs
+        # Sharding (inside the trainer's mesh; nothing elsewhere, see `constrain`): FSDP gathers each weight over
+        # fsdp where it is used and keeps activations split over the batch axes, tensor parallelism splits heads,
+        # MLP and vocabulary. Without these hints GSPMD may instead move a batch-sharded activation onto a weight's
+        # fsdp-sharded axis: the embedding lookup then replicates the whole activation ("involuntary full
+        # rematerialization") and the logits lose their batch split.
+        wte = constrain(jnp.asarray(net.wte[...]), use["wte"])  # (loaded params are numpy; tokens may be traced)
+        wpe = constrain(jnp.asarray(net.wpe[...]), use["wpe"])
+        x = wte[tokens] + jax.lax.dynamic_slice_in_dim(wpe, pos, t, axis=0)[None]  # [B, T, D]
+        x = constrain(x.astype(self.dtype), self._act)  # params stay float32; activations in the compute dtype
         keys = [None] * (cfg.layers + 1) if key is None else list(jax.random.split(key, cfg.layers + 1))
         x = dropout(x, cfg.dropout, keys[-1])
         new_cache = []
-        for i, block in enumerate(net.blocks):
-            layer_cache = None if cache is None else cache[i]
-            if cfg.remat and cache is None:
-                gd = self._block_graphdef
-
-                def run(state, x, k, gd=gd):
-                    return nnx.merge(gd, state)(x, k)[0]
-
-                x = jax.checkpoint(run)(nnx.state(block), x, keys[i])
+        if cfg.scan_layers:
+            x, new_cache = self._scan_blocks(params["gpt"]["blocks"], x, key, cache, pos)
+        for i in range(0 if cfg.scan_layers else cfg.layers):
+            state = params["gpt"]["blocks"][i]
+            if cfg.remat and cache is None:  # the gathered weights are recomputed too, not kept for the backward
+                x = jax.checkpoint(lambda s, x, k: self._block(s, x, k)[0])(state, x, keys[i])
             else:
-                x, c = block(x, keys[i], layer_cache, pos)
+                x, c = self._block(state, x, keys[i], None if cache is None else cache[i], pos)
                 new_cache.append(c)
         x = net.ln_f(x)
-        logits = jnp.einsum("btd,vd->btv", x, net.wte[...].astype(x.dtype),  # tied output embedding
+        logits = jnp.einsum("btd,vd->btv", x, wte.astype(x.dtype),  # tied output embedding
                             preferred_element_type=jnp.float32)
+        logits = constrain(logits, P(*self._act[:2], cfg.rules().get("vocab")))
+        if cfg.padded_vocab > cfg.vocab_size:  # padding rows are never a token: probability exactly 0
+            real = (jnp.arange(cfg.padded_vocab) < cfg.vocab_size)[None, None, :]
+            logits = jnp.where(real, logits, -jnp.inf)
         return logits if cache is None else (logits, new_cache)
+
+    def _block(self, state, x, key, cache=None, pos=None):
+        """One block from its params (each weight gathered over fsdp here, at its use); ``x`` stays batch-split."""
+        state = jax.tree.map(constrain, state, self._use_specs["block"], is_leaf=lambda v: v is None)
+        x, cache = nnx.merge(self._block_graphdef, state)(x, key, cache, pos)
+        return constrain(x, self._act), cache
+
+    def _scan_blocks(self, stacked, x, key, cache, pos):
+        """The blocks of ``scan_layers``: ``jax.lax.scan`` over the stacked block params (and the stacked cache
+        ``(k, v) [L, B, S, N, H]``), one traced block; per-block rematerialisation inside the scan body."""
+        cfg = self.config
+        xs = {"p": stacked}
+        if key is not None:
+            xs["key"] = jax.random.split(jax.random.fold_in(key, 1), cfg.layers)
+        if cache is not None:
+            xs["cache"] = cache
+
+        def body(x, xs):
+            return self._block(xs["p"], x, xs.get("key"), xs.get("cache"), pos)
+
+        if cfg.remat and cache is None:
+            body = jax.checkpoint(body, prevent_cse=False)
+        x, new_cache = jax.lax.scan(body, x, xs)
+        return x, new_cache
 
     # -- the contract -------------------------------------------------------------------------------------------
     def _token_nll(self, params, batch, key):
@@ -299,6 +379,9 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
     def init_cache(self, batch: int, length: int | None = None):
         cfg = self.config
         shape = (batch, length or cfg.context, cfg.heads, cfg.width // cfg.heads)
+        if cfg.scan_layers:
+            stacked = (cfg.layers, *shape)
+            return jnp.zeros(stacked, self.dtype), jnp.zeros(stacked, self.dtype)
         return [(jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)) for _ in range(cfg.layers)]
 
     def generate(self, params, prompt, key, num_new: int, *, temperature=None, top_k=None, top_p=None,
@@ -311,6 +394,7 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
         top_k = cfg.top_k if top_k is None else top_k
         top_p = cfg.top_p if top_p is None else top_p
         b, p = prompt.shape
+        v = cfg.vocab_size  # tokens are drawn from the real vocabulary: the same draws as an unpadded model
         if use_cache:
             if p + num_new > cfg.context:
                 raise ValueError(f"prompt ({p}) + new tokens ({num_new}) exceed the context ({cfg.context}); "
@@ -320,9 +404,9 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
 
             def step(cache, tok, position):
                 out, cache = self.apply(params, tok[:, None], None, cache, position)
-                return out[:, -1], cache
+                return out[:, -1, :v], cache
 
-            new = decode_loop(step, cache, logits[:, -1], p, num_new, key, temperature, top_k, top_p)
+            new = decode_loop(step, cache, logits[:, -1, :v], p, num_new, key, temperature, top_k, top_p)
             return jnp.concatenate([prompt, new], axis=1)
 
         total = p + num_new
@@ -332,7 +416,7 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
         def logits_at(buf, length):
             start = jnp.maximum(length - window, 0)
             ctx = jax.lax.dynamic_slice_in_dim(buf, start, window, axis=1)
-            out = self.apply(params, ctx)
+            out = self.apply(params, ctx)[..., :v]
             return jax.lax.dynamic_index_in_dim(out, length - 1 - start, axis=1, keepdims=False)
 
         def step(buf, tok, position):
