@@ -355,6 +355,9 @@ def _main(argv: list[str] | None) -> int:
         absl.logging.set_verbosity(absl.logging.ERROR)  # Orbax's informational warnings are not for users
     except ImportError:  # pragma: no cover
         pass
+    from aigc_jax.train.aot import quiet_libtpu_if_no_tpu
+
+    quiet_libtpu_if_no_tpu()  # before any JAX backend starts
     try:
         args = _parser().parse_args(argv)
         return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "compile": _cmd_compile,

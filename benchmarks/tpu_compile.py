@@ -143,7 +143,7 @@ def table() -> str:
         lines.append(f"Largest GPT found on v5p-64 (mesh {search['mesh']}): **{best['params'] / 1e9:.1f}B parameters** "
                      f"({m['model.layers']} layers of width {m['model.width']}, 64 x 2,048 tokens per step, bf16, "
                      f"remat, scanned layers): {st['memory_bytes']['total'] / 2**30:.1f} GiB per chip of "
-                     f"{st['chip']['hbm_bytes'] / 2**30:.1f} GiB, roofline {1e3 * st['roofline']['step_seconds']:.0f} "
+                     f"{best['chip']['hbm_bytes'] / 2**30:.1f} GiB, roofline {1e3 * st['roofline']['step_seconds']:.0f} "
                      f"ms per step ({st['roofline']['bound']}-bound), roofline MFU {100 * st['roofline']['mfu']:.0f}%.")
     return "\n".join(lines)
 

@@ -22,7 +22,8 @@ VAE = ["model.hidden=32", "model.latent_dim=4", "data.batch_size=16", "data.eval
 
 
 def _steps_logged(wd):
-    return [r["step"] for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    records = map(json.loads, (wd / "metrics.jsonl").read_text().splitlines())
+    return [r["step"] for r in records if r.get("kind") == "train"]
 
 
 def _params(wd, devices):

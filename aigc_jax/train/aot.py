@@ -100,8 +100,9 @@ def captured_stderr():
 
 def quiet_tpu_environment() -> None:
     """Settings that keep libtpu from probing for an attached TPU (its metadata-server queries and their warnings
-    about ``TPU_ACCELERATOR_TYPE`` and worker hostnames). Only for compiling without one: on a TPU VM the
-    metadata server is how libtpu learns the slice, so `train` never sets these."""
+    about ``TPU_ACCELERATOR_TYPE`` and worker hostnames). For compiling without one, and (`quiet_libtpu_if_no_tpu`)
+    for any command on a host with libtpu installed and no TPU chip: on a TPU VM the metadata server is how libtpu
+    learns the slice, so nothing sets these there."""
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5p-8")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
@@ -109,6 +110,22 @@ def quiet_tpu_environment() -> None:
     # With no TPU to share, several compiling processes (or a test runner and its subprocesses) may load libtpu
     # at once; otherwise the second one stops at libtpu's /tmp/libtpu_lockfile.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+def quiet_libtpu_if_no_tpu() -> None:
+    """`quiet_tpu_environment` when libtpu is installed but this host has no TPU chip (JAX's own PCI check, the one
+    that makes it skip the metadata server then), so that a CPU or GPU command does not print libtpu's start-up
+    warnings. Users' own settings win (set only where unset)."""
+    if not _has_libtpu():
+        return
+    try:
+        from jax._src import hardware_utils
+
+        chips = hardware_utils.num_available_tpu_chips_and_device_id()[0]
+    except Exception:  # noqa: BLE001 - a private helper of JAX: if it moves, leave the environment alone
+        return
+    if chips == 0:
+        quiet_tpu_environment()
 
 
 def topology_devices(gen: str, shape: str) -> list:
