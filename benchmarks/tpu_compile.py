@@ -137,13 +137,13 @@ def table() -> str:
     search = json.loads((RESULTS / "tpu_compile_gpt_search.json").read_text())
     best = search.get("largest")
     if best:
-        st = best["train_step"]
+        st, hbm = best["train_step"], best["chip"]["hbm_bytes"]
         m = {s.split("=")[0]: s.split("=")[1] for s in best["sets"]}
         lines.append("")
         lines.append(f"Largest GPT found on v5p-64 (mesh {search['mesh']}): **{best['params'] / 1e9:.1f}B parameters** "
                      f"({m['model.layers']} layers of width {m['model.width']}, 64 x 2,048 tokens per step, bf16, "
                      f"remat, scanned layers): {st['memory_bytes']['total'] / 2**30:.1f} GiB per chip of "
-                     f"{best['chip']['hbm_bytes'] / 2**30:.1f} GiB, roofline {1e3 * st['roofline']['step_seconds']:.0f} "
+                     f"{hbm / 2**30:.1f} GiB, roofline {1e3 * st['roofline']['step_seconds']:.0f} "
                      f"ms per step ({st['roofline']['bound']}-bound), roofline MFU {100 * st['roofline']['mfu']:.0f}%.")
     return "\n".join(lines)
 

@@ -67,7 +67,7 @@ def _records(wd):
 @pytest.mark.parametrize("num_processes", [2, 4])
 def test_processes_equal_one_and_the_checkpoint_continues_in_one(tmp_path, devices, num_processes):
     """2 or 4 processes of 2 devices each (data over all of them, each process feeding its rows) train as one
-    process on the same number of devices; their one Orbax checkpoint (one data-iterator file per process) then
+    process on the same number of devices; the 2-process checkpoint (one data-iterator file per process) then
     resumes in a single process on one device and continues to the params of an uninterrupted single-process run.
     Tolerance 1e-5: the reductions run over 4 or 8 devices, then over 1."""
     n = 2 * num_processes
@@ -83,6 +83,8 @@ def test_processes_equal_one_and_the_checkpoint_continues_in_one(tmp_path, devic
     assert tree_max_diff(jax.device_get(a["params"]), jax.device_get(b["params"])) < 1e-5
     assert not np.allclose(jax.device_get(a["params"]["vae"]["decoder"]["out"]["bias"]), 0)
 
+    if num_processes == 4:  # the 2-process case also continues the checkpoint in one process
+        return
     # N processes -> 1 process on 1 device, two more steps; against 6 uninterrupted steps on 1 device.
     train(_config(6), wd, progress=False, mesh=make_mesh("", devices[:1]))
     straight = tmp_path / "straight"
