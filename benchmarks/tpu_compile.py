@@ -4,6 +4,7 @@
     python benchmarks/tpu_compile.py search   # the largest GPT on v5p-64 -> tpu_compile_gpt_search.json
     python benchmarks/tpu_compile.py table    # the README's TPU table from those two files
     python benchmarks/tpu_compile.py table --write   # replace it between the markers in README.md
+    python benchmarks/tpu_compile.py table --check   # exit 1 when README.md's table differs from the JSON
 
 Needs libtpu (``pip install -e ".[tpu]"``); no TPU is attached: each point runs ``aigc-jax compile ... --json`` in
 its own process (libtpu's compiler, this host's CPU) and the JSON keeps its whole report, with the host.
@@ -152,6 +153,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("zoo", "search", "table"))
     p.add_argument("--write", action="store_true", help="table: replace it in README.md")
+    p.add_argument("--check", action="store_true", help="table: exit 1 when README.md's table differs")
     args = p.parse_args()
     if args.what == "zoo":
         run_zoo()
@@ -159,12 +161,17 @@ def main() -> int:
         run_search()
     else:
         text = table()
-        if not args.write:
-            print(text)
-            return 0
         readme = ROOT / "README.md"
         doc = readme.read_text()
         start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+        if args.check:
+            same = doc[start:end].strip() == text.strip()
+            print("README.md's TPU table matches the JSON" if same else
+                  "README.md's TPU table differs: run python benchmarks/tpu_compile.py table --write")
+            return 0 if same else 1
+        if not args.write:
+            print(text)
+            return 0
         readme.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
         print("wrote README.md")
     return 0
