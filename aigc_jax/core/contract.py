@@ -265,6 +265,14 @@ class StateUpdates(abc.ABC):
         """The new model state, given the updated params."""
 
 
+class CountsFlops(abc.ABC):
+    """A token model that declares its training FLOPs per token (model FLOPs, for MFU: no recomputation)."""
+
+    @abc.abstractmethod
+    def flops_per_token(self) -> float:
+        """Forward + backward FLOPs per trained token."""
+
+
 class Extras(abc.ABC):
     """Further pure functions that `aigc_jax.load` exposes beside ``sample_fn`` (e.g. ``encode``, ``apply``)."""
 

@@ -11,7 +11,7 @@ against the chip's HBM), XLA's FLOP and bytes-accessed counts, the collectives i
 sizes, the compiler's "Involuntary full rematerialization" warnings, and a roofline estimate: step time
 ``max(FLOPs / peak, bytes / HBM bandwidth)`` from the datasheet figures in `CHIPS` (inter-chip communication is not
 modelled) and model-FLOPs utilisation ``model FLOPs / (step time * peak)``, with model FLOPs from the model's
-``flops_per_token`` where it declares one (rematerialised recomputation counts in XLA's FLOPs, not in model FLOPs).
+``flops_per_token`` where it declares one (`CountsFlops`) (rematerialised recomputation counts in XLA's FLOPs, not in model FLOPs).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from aigc_jax.core.config import ExperimentConfig
-from aigc_jax.core.contract import ImageToImage, grid_conditions, sampling_params
+from aigc_jax.core.contract import CountsFlops, ImageToImage, grid_conditions, sampling_params
 from aigc_jax.core.errors import UserError
 from aigc_jax.data import sources
 from aigc_jax.parallel import mesh as meshlib
@@ -108,7 +108,7 @@ def quiet_tpu_environment() -> None:
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_WORKER_ID", "0")
     # With no TPU to share, several compiling processes (or a test runner and its subprocesses) may load libtpu
-    # at once; otherwise the second one stops at libtpu's /tmp/libtpu_lockfile.
+    # at once; otherwise the second one stops at libtpu's multi-process lockfile.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
@@ -265,7 +265,7 @@ def compile_report(config: ExperimentConfig, mesh, chip: Chip | None = None, sam
     batch = abstract_batch(setup)
     chips = mesh.devices.size
     model_flops = None
-    if hasattr(setup.model, "flops_per_token") and setup.model.spec.output == "tokens":
+    if isinstance(setup.model, CountsFlops):
         tokens = setup.examples_per_step * setup.model.spec.data_dims
         model_flops = setup.model.flops_per_token() * tokens / chips
     report = {

@@ -20,7 +20,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from aigc_jax.core.config import ModelConfig
-from aigc_jax.core.contract import Condition, Extras, GenerativeModel, Likelihood, ModelSpec, Partitioned
+from aigc_jax.core.contract import Condition, CountsFlops, Extras, GenerativeModel, Likelihood, ModelSpec, Partitioned
 from aigc_jax.core.errors import UserError
 from aigc_jax.models.autoregressive.sampling import decode_loop
 from aigc_jax.nn.attention import causal_attention
@@ -209,7 +209,7 @@ class GPTNetwork(nnx.Module):
         self.ln_f = LayerNorm(cfg.width, cfg.bias, rngs)
 
 
-class GPT(GenerativeModel, Likelihood, Partitioned, Extras):
+class GPT(GenerativeModel, Likelihood, Partitioned, Extras, CountsFlops):
     """Pure functions of a GPT over plain-pytree params ``{"gpt": {...}}``."""
 
     players = ("gpt",)
