@@ -11,7 +11,8 @@ against the chip's HBM), XLA's FLOP and bytes-accessed counts, the collectives i
 sizes, the compiler's "Involuntary full rematerialization" warnings, and a roofline estimate: step time
 ``max(FLOPs / peak, bytes / HBM bandwidth)`` from the datasheet figures in `CHIPS` (inter-chip communication is not
 modelled) and model-FLOPs utilisation ``model FLOPs / (step time * peak)``, with model FLOPs from the model's
-``flops_per_token`` where it declares one (`CountsFlops`) (rematerialised recomputation counts in XLA's FLOPs, not in model FLOPs).
+``flops_per_token`` where it declares one (`CountsFlops`); rematerialised recomputation counts in XLA's FLOPs,
+not in model FLOPs.
 """
 
 from __future__ import annotations
