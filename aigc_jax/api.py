@@ -130,10 +130,19 @@ class LoadedModel:
         raise AttributeError(name)
 
 
-def load(workdir: str | Path, step: int | None = None) -> LoadedModel:
-    """Load a run directory's latest (or given) checkpoint for use in your own JAX code."""
+def load(workdir: str | Path, step: int | None = None, weights: str | None = None) -> LoadedModel:
+    """Load a run directory's latest (or given) checkpoint for use in your own JAX code. ``weights``: "raw" (the
+    trained params) or "ema" (the trainer's moving averages, for a run that keeps them); default the run's
+    ``train.sample_weights``."""
+    from aigc_jax.train.step import averaged_state
+
     setup, state, at = restore_run(workdir, step=step)
     model = setup.model
+    if weights not in (None, "raw", "ema"):
+        raise UserError(f"weights={weights!r}: expected 'raw' or 'ema'")
+    if weights == "ema" and "ema" not in state:
+        raise UserError(f"{workdir} keeps no moving average (train it with players.NAME.ema_decay > 0)")
+    state = setup.sampling_state(state) if weights is None else averaged_state(state) if weights == "ema" else state
     # The params the sampler takes: the trained ones, or a GAN's moving-average generator (see sampling_params).
     params = jax.device_get(sampling_params(model, state["params"], state["model_state"]))
     extras = model.extras() if isinstance(model, Extras) else {}
@@ -166,7 +175,7 @@ def sample(workdir: str | Path, num: int, *, seed: int = 0, step: int | None = N
     from aigc_jax.train.sampling import draw
 
     setup, state, _ = restore_run(workdir, step=step)
-    return draw(setup, state, num, seed, conditions)
+    return draw(setup, setup.sampling_state(state), num, seed, conditions)
 
 
 def read_tokenizer(workdir: str | Path):
@@ -196,7 +205,7 @@ def sample_text(workdir: str | Path, num: int = 1, *, prompt: str | None = None,
     if prompt == "":
         raise UserError("prompt must not be empty")
     ids = default_prompt(tokenizer) if prompt is None else tokenizer.encode(prompt)
-    tokens = draw(setup, state, num, seed, {"prompt": ids, **settings})
+    tokens = draw(setup, setup.sampling_state(state), num, seed, {"prompt": ids, **settings})
     return [tokenizer.decode(row) for row in tokens]
 
 
@@ -231,4 +240,4 @@ def translate_images(workdir: str | Path, images, *, seed: int = 0, step: int | 
         raise UserError(f"{setup.config.name} samples from noise; it does not translate images")
     cond = model.spec.condition("image")
     x = np.asarray(model.input_from_images(images))
-    return draw(setup, state, len(x), seed, {cond.name: x}), x
+    return draw(setup, setup.sampling_state(state), len(x), seed, {cond.name: x}), x

@@ -1,4 +1,4 @@
-"""The ``aigc-jax`` command line: list, train, sample, compile, eval.
+"""The ``aigc-jax`` command line: list, train, sample, compile, average, eval.
 
 Thin on purpose: it parses flags and calls the Python API. Every user mistake ends as one line on stderr and exit
 status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN_DIR[@STEP]",
                    help="start from another run's weights, matched by path (new parameters start fresh; the "
                         "optimizer starts fresh); sets train.init_from")
+    t.add_argument("--lora", metavar="RANK[:REGEX]",
+                   help="train LoRA adapters of rank RANK on the attention, dense and convolution weights whose path "
+                        "fully matches REGEX (default: all), the rest frozen; scale train.lora_alpha / RANK; sets "
+                        "train.lora")
     t.add_argument("--freeze", metavar="REGEX",
                    help="freeze the parameters whose path (PLAYER/keys, e.g. 'gpt/blocks/0/.*') fully matches REGEX "
                         "(every player's players.NAME.optim.freeze)")
@@ -83,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config field (repeatable), e.g. --set data.batch_size=256")
     c.add_argument("--no-sampler", action="store_true", help="compile only the train step")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    a = sub.add_parser("average", help="average a run's last K checkpoints into a new run directory (for eval, "
+                                       "sample, load and --init-from)")
+    a.add_argument("workdir")
+    a.add_argument("--last", type=int, required=True, metavar="K", help="how many of the latest checkpoints")
+    a.add_argument("--out", required=True, metavar="RUN_DIR", help="the new run directory (must not exist)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on the test split; writes WORKDIR/eval.json")
     e.add_argument("workdir")
@@ -131,6 +141,8 @@ def _cmd_train(args) -> int:
         overrides.append(f"mesh={args.mesh}")
     if args.init_from is not None:
         overrides.append(f"train.init_from={args.init_from}")
+    if args.lora is not None:
+        overrides.append(f"train.lora={args.lora}")
     cfg = get_config(args.experiment, overrides)
     if args.freeze is not None:
         cfg = get_config(args.experiment, overrides + _freeze_overrides(cfg, args.freeze))
@@ -295,6 +307,14 @@ def _cmd_compile(args) -> int:
     return 0
 
 
+def _cmd_average(args) -> int:
+    from aigc_jax.train.averaging import average_run
+
+    record = average_run(args.workdir, args.last, args.out)
+    print(f"wrote {args.out}: the mean of {args.workdir} at steps {', '.join(map(str, record['steps']))}")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from aigc_jax import api
     from aigc_jax.core.errors import UserError
@@ -361,7 +381,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "compile": _cmd_compile,
-                "eval": _cmd_eval}[args.command](args)
+                "average": _cmd_average, "eval": _cmd_eval}[args.command](args)
     except _CLIError as e:
         print(str(e), file=sys.stderr)
         return 2

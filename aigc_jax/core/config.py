@@ -52,6 +52,10 @@ class PlayerConfig:
     name: str = "model"
     optim: OptimConfig = OptimConfig()
     updates_per_step: int = 1
+    # The trainer's exponential moving average of this player's params (0: none), evaluated beside the raw
+    # params; decay min(ema_decay, (1 + t) / (10 + t)) after the t-th update when ema_warmup, else ema_decay.
+    ema_decay: float = 0.0
+    ema_warmup: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,7 @@ class DataConfig:
     eval_batch_size: int = 500
     binarize: Literal["none", "dynamic"] = "none"  # dynamic: x ~ Bernoulli(pixel intensity), resampled every time
     tokenizer: Literal["char", "byte"] = "char"  # text datasets only
+    train_fraction: float = 0.9  # text datasets only: the first fraction of the tokens trains, the rest is test
     seed: int = 0  # shuffling seed
     # Grain read threads: 0 reads each batch in the training thread (best for in-memory arrays, where a gather
     # costs microseconds); raise it for sources that decode records (tfds:NAME).
@@ -85,6 +90,13 @@ class TrainConfig:
     # "RUN_DIR" or "RUN_DIR@STEP": start from that run's params and model state, matched by path (new paths
     # stay freshly initialised; `aigc_jax.train.init_from`); the optimizer starts fresh. Unused on resume.
     init_from: str = ""
+    # "RANK" or "RANK:REGEX": LoRA adapters of that rank on the adaptable weights whose path matches REGEX (default
+    # all); only the adapters train, scaled by lora_alpha / RANK (`aigc_jax.core.lora`).
+    lora: str = ""
+    lora_alpha: float = 8.0
+    # The weights that sample grids, `aigc-jax sample` and `aigc_jax.load` use: the trained ("raw") ones or the
+    # trainer's moving averages ("ema", for the players that keep one: players.NAME.ema_decay > 0).
+    sample_weights: Literal["raw", "ema"] = "raw"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +268,8 @@ def validate(config: ExperimentConfig) -> None:
     if not (math.isfinite(t.checkpoint_every_secs) and t.checkpoint_every_secs >= 0):
         raise UserError(f"bad value {t.checkpoint_every_secs} for train.checkpoint_every_secs: expected 0 (off) or "
                         "a positive number of seconds")
+    if not 0.0 < d.train_fraction < 1.0:
+        raise UserError(f"bad value {d.train_fraction} for data.train_fraction: expected a fraction in (0, 1)")
     if d.read_threads < 0:
         raise UserError(f"bad value {d.read_threads} for data.read_threads: expected 0 or a positive integer")
     for k, v in positive.items():
@@ -265,7 +279,16 @@ def validate(config: ExperimentConfig) -> None:
                  "train.num_eval_batches": t.num_eval_batches}.items():
         if v < 0:
             raise UserError(f"bad value {v} for {k}: expected 0 (off) or a positive integer")
+    if t.lora:
+        from aigc_jax.core.lora import parse_lora
+
+        parse_lora(t.lora, t.lora_alpha)
+    if not any(p.ema_decay > 0 for p in config.players) and t.sample_weights == "ema":
+        raise UserError("train.sample_weights=ema needs a moving average: set players.NAME.ema_decay (0 < decay < 1)")
     for p in config.players:
+        if not (math.isfinite(p.ema_decay) and 0.0 <= p.ema_decay < 1.0):
+            raise UserError(f"bad value {p.ema_decay} for players.{p.name}.ema_decay: expected 0 (no average) or a "
+                            "decay in (0, 1)")
         o = p.optim
         for k, v in dataclasses.asdict(o).items():
             if isinstance(v, float) and not math.isfinite(v):

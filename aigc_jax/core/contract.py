@@ -10,7 +10,8 @@ A model is an instance of `GenerativeModel` (the base every family extends) and 
   (``encode``/``decode``, an importance-weighted ``log_prob``), `ImageToImage` (input | output | target panels,
   user images to model inputs), `SeparateSamplingWeights` (a sampler that uses other weights than the trained ones:
   a GAN's moving average), `Partitioned` (logical parameter partition specs), `StateUpdates` (non-trainable state
-  updated after each optimizer update), `Extras` (further pure functions `aigc_jax.load` exposes).
+  updated after each optimizer update), `LowRankAdaptable` (the weights LoRA adapts), `Extras` (further pure
+  functions `aigc_jax.load` exposes).
 
 ``params`` is always ``{player_name: pytree}`` (a GAN has two players); ``state`` the non-trainable part (batch
 statistics, spectral-norm vectors, moving averages), ``{}`` for most models; ``batch`` a dict of arrays after the
@@ -265,6 +266,17 @@ class StateUpdates(abc.ABC):
         """The new model state, given the updated params."""
 
 
+class LowRankAdaptable(abc.ABC):
+    """A model that declares which of its weights LoRA adapts and how each reads as a matrix (`aigc_jax.core.lora`;
+    a model that does not declare it has its ``kernel`` leaves adapted)."""
+
+    @abc.abstractmethod
+    def adaptable_weights(self) -> dict[str, tuple[int, int]]:
+        """``{path: (stacked, fan_in)}`` for each adaptable weight (paths as `aigc_jax.core.paths.param_path`
+        names them): its number of leading stacked axes (a scanned "layers" axis), then of input axes; the
+        remaining axes are its outputs."""
+
+
 class CountsFlops(abc.ABC):
     """A token model that declares its training FLOPs per token (model FLOPs, for MFU: no recomputation)."""
 
@@ -281,7 +293,8 @@ class Extras(abc.ABC):
         """``{name: function}``."""
 
 
-CAPABILITIES = (Likelihood, LatentVariable, ImageToImage, SeparateSamplingWeights, Partitioned, StateUpdates, Extras)
+CAPABILITIES = (Likelihood, LatentVariable, ImageToImage, SeparateSamplingWeights, Partitioned, StateUpdates,
+                LowRankAdaptable, Extras)
 
 
 def capabilities(model) -> tuple[str, ...]:

@@ -104,6 +104,11 @@ def build_model(config: ExperimentConfig) -> GenerativeModel:
         raise UserError(
             f"experiment {config.name!r} configures players {declared} but model {entry.name!r} has {model.players}"
         )
+    if config.train.lora:
+        from aigc_jax.core.lora import parse_lora, with_lora
+
+        model = with_lora(model, parse_lora(config.train.lora, config.train.lora_alpha))
+        check_model(model)
     return model
 
 

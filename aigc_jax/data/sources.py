@@ -228,5 +228,5 @@ def for_experiment(config, split: str, spec=None):
             raise UserError(f"dataset {d.name!r} is text; model {config.model_name!r} does not read tokens")
         if d.name == "synthetic":
             return text.SyntheticTokens(spec.vocab_size, spec.context, seed=d.seed + (split == "test"))
-        return text.text_source(d.name, split, spec.context, d.tokenizer, d.path)
+        return text.text_source(d.name, split, spec.context, d.tokenizer, d.path, d.train_fraction)
     return get_source(d.name, split, d.path)

@@ -134,12 +134,14 @@ def make_tokenizer(kind: str, text: str):
     raise UserError(f"unknown tokenizer {kind!r}: expected char or byte")
 
 
-def text_source(name: str, split: str, context: int, tokenizer_kind: str, path: str = "") -> TokenWindows:
-    """A split of a text corpus as token windows (train: every start position; test: non-overlapping)."""
+def text_source(name: str, split: str, context: int, tokenizer_kind: str, path: str = "",
+                train_fraction: float = TRAIN_FRACTION) -> TokenWindows:
+    """A split of a text corpus as token windows (train: every start position; test: non-overlapping): the first
+    ``train_fraction`` of the tokens train, the rest test."""
     text = read_corpus(name, path)
     tok = make_tokenizer(tokenizer_kind, text)
     ids = tok.encode(text)
-    cut = int(len(ids) * TRAIN_FRACTION)
+    cut = int(len(ids) * train_fraction)
     part = ids[:cut] if split == "train" else ids[cut:]
     return TokenWindows(part, context, 1 if split == "train" else context, tok)
 

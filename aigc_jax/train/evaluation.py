@@ -14,6 +14,7 @@ from aigc_jax.core.contract import SAMPLE_METRIC_GROUPS
 from aigc_jax.core.errors import UserError
 from aigc_jax.data import sources
 from aigc_jax.data.pipeline import EVAL_KEY, masked_sums
+from aigc_jax.train.step import averaged_state
 
 
 def evaluate(setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0,
@@ -49,9 +50,6 @@ def evaluate_state(setup, state, step: int, metrics=None, *, num_samples: int | 
     """The requested (default: declared default) metric groups of ``state`` on the test split, as one flat dict
     (what ``eval.json`` holds). ``num_samples``: test examples for ``loss``/``nll`` (default: all), generated
     samples for the sample metrics (default 10,000); ``seed`` defaults to the run's ``train.seed``."""
-    from aigc_jax.metrics.likelihood import likelihood_metrics
-    from aigc_jax.metrics.sample_quality import evaluate_samples
-
     cfg = setup.config
     model = setup.model
     wanted = resolve_metrics(model, cfg.name, metrics)
@@ -65,20 +63,36 @@ def evaluate_state(setup, state, step: int, metrics=None, *, num_samples: int | 
                     "metrics": list(wanted)}
     if model.spec.output == "image":
         result["binarize"] = cfg.data.binarize
-    bs = cfg.data.eval_batch_size
-    if "loss" in wanted:
-        result.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=0, seed=seed,
-                                                           max_examples=num_samples or 0).items()})
-    if "nll" in wanted:
-        result.update(likelihood_metrics(setup, state, max_examples=num_samples or 0, seed=seed,
-                                         importance_samples=importance_samples, progress=progress))
-    elif importance_samples:
+    if importance_samples and "nll" not in wanted:
         raise UserError("importance samples are for the nll metric; add it to the metrics")
+    if (extractor or extractor_options) and not any(m in SAMPLE_METRIC_GROUPS for m in wanted):
+        raise UserError("a feature extractor is for the sample metrics (fid, kid, is, pr, label_accuracy)")
+    options = dict(num_samples=num_samples, seed=seed, importance_samples=importance_samples, extractor=extractor,
+                   extractor_options=extractor_options, progress=progress)
+    result.update(_metric_groups(setup, state, wanted, **options))
+    if "ema" in state:  # the trainer's moving averages, reported beside the raw weights
+        averaged = _metric_groups(setup, averaged_state(state), wanted, **options)
+        result["ema_players"] = sorted(state["ema"])
+        result.update({f"ema_{k}": v for k, v in averaged.items() if isinstance(v, float)})
+    return result
+
+
+def _metric_groups(setup, state, wanted, *, num_samples, seed, importance_samples, extractor, extractor_options,
+                   progress) -> dict:
+    from aigc_jax.metrics.likelihood import likelihood_metrics
+    from aigc_jax.metrics.sample_quality import evaluate_samples
+
+    out: dict = {}
+    if "loss" in wanted:
+        out.update({f"test_{k}": v for k, v in evaluate(setup, state, max_batches=0, seed=seed,
+                                                        max_examples=num_samples or 0).items()})
+    if "nll" in wanted:
+        out.update(likelihood_metrics(setup, state, max_examples=num_samples or 0, seed=seed,
+                                      importance_samples=importance_samples, progress=progress))
     sample_metrics = tuple(m for m in wanted if m in SAMPLE_METRIC_GROUPS)
     if sample_metrics:
-        result.update(evaluate_samples(setup, state, sample_metrics, extractor=extractor,
-                                       num_samples=num_samples or 10_000, extractor_options=extractor_options,
-                                       seed=seed, batch_size=min(bs, 500), progress=progress))
-    elif extractor or extractor_options:
-        raise UserError("a feature extractor is for the sample metrics (fid, kid, is, pr, label_accuracy)")
-    return result
+        out.update(evaluate_samples(setup, state, sample_metrics, extractor=extractor,
+                                    num_samples=num_samples or 10_000, extractor_options=extractor_options,
+                                    seed=seed, batch_size=min(setup.config.data.eval_batch_size, 500),
+                                    progress=progress))
+    return out

@@ -73,6 +73,8 @@ def initialise_from(setup, state: dict, spec: str) -> tuple[dict, dict]:
     new = dict(state)
     new["params"] = jax.device_put(params, setup.state_shardings["params"])
     new["model_state"] = jax.device_put(model_state, setup.state_shardings["model_state"])
+    if "ema" in new:  # a moving average starts at the restored params
+        new["ema"] = {name: {"params": new["params"][name], "count": e["count"]} for name, e in new["ema"].items()}
     record = {
         "run": str(run.resolve()),
         "step": int(at),

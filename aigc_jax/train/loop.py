@@ -30,8 +30,10 @@ from aigc_jax.data import sources
 from aigc_jax.data.pipeline import train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.evaluation import evaluate
+from aigc_jax.train.optim import trainable_counts
 from aigc_jax.train.sampling import sample_grid
 from aigc_jax.train.setup import Setup, build_setup
+from aigc_jax.train.step import averaged_state
 from aigc_jax.train.writers import RunWriter, save_text
 
 # Config sections that define the state's structure or the data stream: a workdir can only be resumed with the
@@ -65,6 +67,8 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
 
     for key in _STRUCTURAL:
         walk(stored.get(key), current.get(key), key)
+    for key in ("lora", "lora_alpha"):  # adapters change the state's structure and the model's function
+        walk((stored.get("train") or {}).get(key), current["train"][key], f"train.{key}")
     if diffs:
         raise UserError(
             f"{workdir} holds a checkpoint of a different configuration (differs in {', '.join(diffs[:5])}); "
@@ -147,6 +151,9 @@ class EvalHook(Hook):
 
     def __call__(self, run: Run, step: int) -> None:
         m = evaluate(run.setup, run.state, seed=run.setup.config.train.seed)
+        if "ema" in run.state:  # the moving averages' metrics beside the raw weights'
+            averaged = evaluate(run.setup, averaged_state(run.state), seed=run.setup.config.train.seed)
+            m.update({f"ema_{k}": v for k, v in averaged.items() if k != "examples"})
         run.writer.write("eval", step, m)
         run.summary["eval"] = m
         run.eval_loss = m.get("loss")
@@ -157,7 +164,7 @@ class SampleHook(Hook):
 
     def __call__(self, run: Run, step: int) -> None:
         cfg = run.setup.config
-        write = sample_grid(run.setup, run.state, cfg.train.num_samples, cfg.train.seed + 1,
+        write = sample_grid(run.setup, run.setup.sampling_state(run.state), cfg.train.num_samples, cfg.train.seed + 1,
                             run.workdir / "samples" / f"step_{step}.png", run.tokenizer)
         if run.primary:
             write()
@@ -358,6 +365,9 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
                     break
                 except CheckpointError:
                     continue
+            if stored is not None and "averaged" in stored:
+                raise UserError(f"{workdir} holds an average of checkpoints of {stored['averaged']['run']} (aigc-jax "
+                                "average): evaluate, sample or load it, or start a new run from it with --init-from")
             if stored is not None:
                 _check_resumable(stored, cfg, workdir)
                 if "init_from" in stored:  # a run started from another keeps the record of it
@@ -390,6 +400,12 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
         if tokenizer is not None:
             _write_json(workdir / "tokenizer.json", tokenizer.to_json())
     summary: dict = {"workdir": str(workdir), "start_step": start}
+    if cfg.train.lora or any(p.optim.freeze for p in cfg.players):
+        trainable, count = trainable_counts(cfg, setup.abstract_state["params"])
+        summary["parameters"] = {"trainable": trainable, "total": count}
+        lora = f"LoRA {cfg.train.lora} (alpha {cfg.train.lora_alpha:g}): " if cfg.train.lora else ""
+        if primary:
+            tqdm.write(f"{lora}{trainable:,} trainable of {count:,} parameters ({100 * trainable / count:.2f}%)")
     if start >= total:
         ckpt.close()
         summary.update(step=start, message=f"already trained to step {start} (train.steps={total})")

@@ -9,6 +9,8 @@ import optax
 
 from aigc_jax.core.config import ExperimentConfig, OptimConfig
 from aigc_jax.core.errors import UserError
+from aigc_jax.core.lora import is_adapter
+from aigc_jax.core.paths import param_path, param_paths
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -37,37 +39,45 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(start, cfg.lr, cfg.warmup_steps), after], [cfg.warmup_steps])
 
 
-def param_path(player: str, path) -> str:
-    """A parameter's name for `OptimConfig.freeze`: the player, then its pytree keys, joined by "/"."""
-    keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-    return "/".join([player, *keys])
-
-
-def param_paths(tree: dict) -> dict[str, object]:
-    """``{player: pytree}`` -> ``{"player/keys": leaf}``, in pytree order (the names `freeze` and
-    `--init-from` match)."""
-    return {param_path(name, path): leaf for name, sub in tree.items()
-            for path, leaf in jax.tree_util.tree_flatten_with_path(sub)[0]}
-
-
-def freeze_labels(player: str, pattern: str):
-    """``params -> labels``: "frozen" where the path fully matches ``pattern``, else "train"; a pattern that
-    matches no parameter is a UserError (a typo would otherwise freeze nothing, silently)."""
-    regex = re.compile(pattern)
+def freeze_labels(player: str, pattern: str, lora: bool = False):
+    """``params -> labels``: "frozen" or "train" per leaf. Frozen: paths that fully match ``pattern``, and with
+    ``lora``, every parameter but the adapters of a player that has adapters (`aigc_jax.core.lora`). A pattern
+    that matches no parameter is a UserError (a typo would otherwise freeze nothing, silently)."""
+    regex = re.compile(pattern) if pattern else None
 
     def labels(params):
-        out = jax.tree_util.tree_map_with_path(
-            lambda path, _: "frozen" if regex.fullmatch(param_path(player, path)) else "train", params)
-        if "frozen" not in jax.tree.leaves(out):
-            example = next(iter(param_paths({player: params})))
+        paths = param_paths({player: params})
+        adapted = lora and any(is_adapter(p) for p in paths)
+        if regex is not None and not any(regex.fullmatch(p) for p in paths):
             raise UserError(f"players.{player}.optim.freeze={pattern!r} matches no parameter of {player!r} "
-                            f"(paths look like {example!r})")
-        return out
+                            f"(paths look like {next(iter(paths))!r})")
+
+        def label(path, _):
+            name = param_path(player, path)
+            frozen = (adapted and not is_adapter(name)) or (regex is not None and regex.fullmatch(name))
+            return "frozen" if frozen else "train"
+
+        return jax.tree_util.tree_map_with_path(label, params)
 
     return labels
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "") -> optax.GradientTransformation:
+def trainable_counts(config: ExperimentConfig, params: dict) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts of ``params`` (``{player: pytree}``, arrays or shapes) under the
+    config's freezing and LoRA."""
+    trainable = total = 0
+    for p in config.players:
+        sub = params[p.name]
+        labels = (freeze_labels(p.name, p.optim.freeze, bool(config.train.lora))(sub)
+                  if p.optim.freeze or config.train.lora else jax.tree.map(lambda _: "train", sub))
+        for leaf, label in zip(jax.tree.leaves(sub), jax.tree.leaves(labels), strict=True):
+            total += int(leaf.size)
+            trainable += int(leaf.size) if label == "train" else 0
+    return trainable, total
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "", lora: bool = False
+                   ) -> optax.GradientTransformation:
     """Global-norm clipping (when ``clip_norm > 0``) chained with Adam or AdamW under the schedule.
 
     AdamW decays only matrices and embeddings (arrays of rank >= 2), not biases or norm scales, as GPT-2 and
@@ -83,8 +93,9 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "") -> opta
         opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
-    if cfg.freeze:  # frozen leaves: zero updates and no state (clipping sees the trainable ones only)
-        opt = optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, freeze_labels(player, cfg.freeze))
+    if cfg.freeze or lora:  # frozen leaves: zero updates and no state (clipping sees the trainable ones only)
+        opt = optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()},
+                                    freeze_labels(player, cfg.freeze, lora))
     if k > 1:
         opt = optax.MultiSteps(opt, every_k_schedule=k)
     return opt
@@ -93,5 +104,5 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "") -> opta
 def make_optimizers(config: ExperimentConfig) -> dict[str, optax.GradientTransformation]:
     """Every player's optimizer, by name. A player's schedule counts its own updates: one that makes
     ``updates_per_step`` updates per train step (an n_critic critic) makes ``steps * updates_per_step`` in all."""
-    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step, p.name)
+    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step, p.name, bool(config.train.lora))
             for p in config.players}

@@ -21,7 +21,13 @@ from aigc_jax.core.registry import build_model
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.optim import make_optimizers
-from aigc_jax.train.step import build_eval_step, build_train_step, init_state, per_device_value_and_grad
+from aigc_jax.train.step import (
+    averaged_state,
+    build_eval_step,
+    build_train_step,
+    init_state,
+    per_device_value_and_grad,
+)
 
 
 @dataclasses.dataclass
@@ -35,6 +41,16 @@ class Setup:
     abstract_state: Any  # ShapeDtypeStructs carrying the shardings: the restore target
     batch_sharding: jax.sharding.NamedSharding
     examples_per_step: int  # global batch * max(updates_per_step)
+
+    @functools.cached_property
+    def ema(self) -> dict[str, tuple[float, bool]]:
+        """``{player: (decay, warmup)}`` of the players whose moving average the trainer keeps."""
+        return {p.name: (p.ema_decay, p.ema_warmup) for p in self.config.players if p.ema_decay > 0}
+
+    def sampling_state(self, state: dict) -> dict:
+        """The state whose params sample grids, `aigc_jax.sample` and `aigc_jax.load` use (``train.sample_weights``):
+        ``state``, or with the moving averages as params."""
+        return averaged_state(state) if self.config.train.sample_weights == "ema" else state
 
     @functools.cached_property
     def transform(self):
@@ -52,7 +68,7 @@ class Setup:
     def train_step(self):
         per_device = ({"value_and_grad": per_device_value_and_grad(self.mesh, meshlib.BATCH_AXES)}
                       if self.per_device_gradients else {})
-        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform, **per_device)
+        fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform, ema=self.ema, **per_device)
         return jax.jit(
             meshlib.within(self.mesh, fn),
             in_shardings=(self.state_shardings, self.batch_sharding),
@@ -73,7 +89,7 @@ class Setup:
     def init_state(self, seed: int):
         """A fresh state created directly with its shardings (never materialised unsharded)."""
         init = jax.jit(
-            lambda k: init_state(self.model, self.optimizers, k), out_shardings=self.state_shardings
+            lambda k: init_state(self.model, self.optimizers, k, self.ema), out_shardings=self.state_shardings
         )
         return init(jax.random.key(seed))
 
@@ -95,7 +111,8 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training
     if for_training:
         meshlib.check_batch(mesh, config.data.batch_size)
         meshlib.check_process_rows(mesh, config.data.batch_size)
-    abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k), jax.random.key(0))
+    ema = {p.name: (p.ema_decay, p.ema_warmup) for p in config.players if p.ema_decay > 0}
+    abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k, ema), jax.random.key(0))
 
     params_sh = meshlib.param_shardings(abstract["params"], mesh, param_specs() if param_specs else None)
     rep = meshlib.replicated(mesh)
@@ -112,6 +129,8 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training
                                              below_root=True),
         "nonfinite_step": rep,
     }
+    if ema:  # a moving average is sharded like the params it follows
+        shardings["ema"] = {name: {"params": params_sh[name], "count": rep} for name in ema}
     abstract_sharded = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )

@@ -20,8 +20,18 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from aigc_jax.core.config import ModelConfig
-from aigc_jax.core.contract import Condition, CountsFlops, Extras, GenerativeModel, Likelihood, ModelSpec, Partitioned
+from aigc_jax.core.contract import (
+    Condition,
+    CountsFlops,
+    Extras,
+    GenerativeModel,
+    Likelihood,
+    LowRankAdaptable,
+    ModelSpec,
+    Partitioned,
+)
 from aigc_jax.core.errors import UserError
+from aigc_jax.core.paths import key_name
 from aigc_jax.models.autoregressive.sampling import decode_loop
 from aigc_jax.nn.attention import causal_attention
 from aigc_jax.nn.layers import dropout
@@ -209,7 +219,7 @@ class GPTNetwork(nnx.Module):
         self.ln_f = LayerNorm(cfg.width, cfg.bias, rngs)
 
 
-class GPT(GenerativeModel, Likelihood, Partitioned, Extras, CountsFlops):
+class GPT(GenerativeModel, Likelihood, Partitioned, LowRankAdaptable, Extras, CountsFlops):
     """Pure functions of a GPT over plain-pytree params ``{"gpt": {...}}``."""
 
     players = ("gpt",)
@@ -274,6 +284,22 @@ class GPT(GenerativeModel, Likelihood, Partitioned, Extras, CountsFlops):
             return P(*axes)
 
         return jax.tree.map(to_mesh, self.logical_axes(), is_leaf=lambda x: isinstance(x, P))
+
+    def adaptable_weights(self):
+        """The attention and MLP projections (every weight with two or more axes besides "layers", except the
+        vocabulary and position embeddings): q/k/v ``[embed, heads, head_dim]`` and the MLP's ``[embed, mlp]``
+        read one input axis; the output projection ``[heads, head_dim, embed]`` and ``[mlp, embed]`` all but
+        the last."""
+        out = {}
+        for path, spec in jax.tree_util.tree_flatten_with_path(self.logical_axes(),
+                                                                is_leaf=lambda x: isinstance(x, P))[0]:
+            names = tuple(spec)
+            stacked = names.count("layers")
+            rest = names[stacked:]
+            if len(rest) < 2 or "vocab" in rest or "pos" in rest:
+                continue
+            out["/".join(key_name(k) for k in path)] = (stacked, 1 if rest[0] == "embed" else len(rest) - 1)
+        return out
 
     # -- the network --------------------------------------------------------------------------------------------
     def init(self, key):
