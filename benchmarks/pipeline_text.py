@@ -22,6 +22,7 @@ warm-up and cosine decay over the fine-tuning steps: learning rate ``--lr`` for 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
+    from aigc_jax.train.aot import quiet_libtpu_if_no_tpu
+
+    quiet_libtpu_if_no_tpu()  # before JAX starts: no libtpu warnings on a host without a TPU
     from aigc_jax.api import get_config, restore_run
     from aigc_jax.data.embedded import verified
     from aigc_jax.train.evaluation import evaluate
@@ -75,9 +79,12 @@ def main() -> None:
     def run(name, overrides):
         t0 = time.perf_counter()
         summary = train(get_config(EXPERIMENT, overrides), wd / name, progress=False)
+        shown = [o.replace(str(wd), "{workdir}") for o in overrides]  # no path of this machine in the JSON
         runs[name] = {"val_loss": summary["eval"]["loss"], "val_tokens": summary["eval"]["examples"] * 64,
-                      "wall_s": round(time.perf_counter() - t0, 1), "overrides": overrides,
+                      "wall_s": round(time.perf_counter() - t0, 1), "overrides": shown,
                       **({"parameters": summary["parameters"]} if "parameters" in summary else {})}
+        records = [json.loads(line) for line in (wd / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name]["curve"] = [[r["step"], r["loss"]] for r in records if r["kind"] == "eval"]
         print(f"{name}: validation loss {runs[name]['val_loss']:.4f}", flush=True)
 
     run("pretrain", [*model, f"data.name={wd / 'pretrain.txt'}", f"train.steps={args.pretrain_steps}",

@@ -26,3 +26,9 @@ def png(path) -> Image.Image:
 
 def png_size(path) -> tuple[int, int]:
     return png(path).size
+
+
+# In the default run, one tiny experiment per code path; these differ from one there only in a scalar or a data
+# transform (beta-vae: the KL weight; gpt-shakespeare-char-cpu: no dropout, and its run is trained in test_gpt;
+# pix2pix-cifar-color: a colour-to-grey input instead of a downscaled one) and run under `-m slow`.
+COVERED = ("beta-vae-mnist", "gpt-shakespeare-char-cpu", "pix2pix-cifar-color")

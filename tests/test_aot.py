@@ -14,6 +14,7 @@ from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import list_experiments
 from aigc_jax.parallel import make_mesh
 from aigc_jax.train import aot
+from tests.helpers import COVERED
 
 
 @pytest.fixture
@@ -70,7 +71,10 @@ def _mesh_for(name):
     return "data=2,fsdp=2,tensor=2" if name.startswith("gpt") else "data=4,fsdp=2"
 
 
-@pytest.mark.parametrize("name", list_experiments())
+# The experiments whose tiny step differs from another's only in a scalar or a data transform (the conformance
+# suite's COVERED) compile under `-m slow`.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow if n in COVERED else ())
+                                  for n in list_experiments()])
 def test_no_involuntary_rematerialization_in_any_zoo_step(name, devices, no_compilation_cache):
     cfg = get_config(name, variant="tiny")
     rep = aot.compile_report(cfg, make_mesh(_mesh_for(name), devices), sampler=False)

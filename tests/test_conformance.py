@@ -29,13 +29,9 @@ from aigc_jax.data import sources
 from aigc_jax.data.pipeline import train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import build_setup
-from tests.helpers import tree_equal
+from tests.helpers import COVERED, tree_equal
 
 EXPERIMENTS = list_experiments()
-# In the default run, one tiny experiment per code path; these differ from one there only in a scalar or a data
-# transform (beta-vae: the KL weight; gpt-shakespeare-char-cpu: no dropout, and its run is trained below;
-# pix2pix-cifar-color: a colour-to-grey input instead of a downscaled one) and run under `-m slow`.
-COVERED = ("beta-vae-mnist", "gpt-shakespeare-char-cpu", "pix2pix-cifar-color")
 
 
 def _param(name):

@@ -64,7 +64,8 @@ def _records(wd):
             if json.loads(line).get("kind") == "train"]
 
 
-@pytest.mark.parametrize("num_processes", [2, 4])
+# Four processes on two cores take ~45 s: under the slow marker (`pytest -m slow`), the two-process case in CI.
+@pytest.mark.parametrize("num_processes", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_processes_equal_one_and_the_checkpoint_continues_in_one(tmp_path, devices, num_processes):
     """2 or 4 processes of 2 devices each (data over all of them, each process feeding its rows) train as one
     process on the same number of devices; the 2-process checkpoint (one data-iterator file per process) then
