@@ -130,13 +130,15 @@ class LoadedModel:
         raise AttributeError(name)
 
 
-def load(workdir: str | Path, step: int | None = None, weights: str | None = None) -> LoadedModel:
+def load(workdir: str | Path, step: int | None = None, weights: str | None = None,
+         member: int | None = None) -> LoadedModel:
     """Load a run directory's latest (or given) checkpoint for use in your own JAX code. ``weights``: "raw" (the
     trained params) or "ema" (the trainer's moving averages, for a run that keeps them); default the run's
-    ``train.sample_weights``."""
+    ``train.sample_weights``. ``member``: which member of a population (``--population K``) to load."""
     from aigc_jax.train.step import averaged_state
 
     setup, state, at = restore_run(workdir, step=step)
+    state, setup = _member(setup, state, member, workdir)
     model = setup.model
     if weights not in (None, "raw", "ema"):
         raise UserError(f"weights={weights!r}: expected 'raw' or 'ema'")
@@ -148,6 +150,18 @@ def load(workdir: str | Path, step: int | None = None, weights: str | None = Non
     extras = model.extras() if isinstance(model, Extras) else {}
     return LoadedModel(config=setup.config, params=params, step=at, sample_fn=model.sample, extras=extras,
                        spec=model.spec)
+
+
+def _member(setup, state, member, workdir):
+    """``(state, setup)`` of one member: of a population, member ``member`` (required); of a single run, itself
+    (``member`` None or 0)."""
+    if setup.population == 1:
+        if member not in (None, 0):
+            raise UserError(f"member={member!r}: {workdir} is a single run, not a population")
+        return state, setup
+    if member is None or isinstance(member, bool) or not isinstance(member, int):
+        raise UserError(f"{workdir} is a population of {setup.population}: pick member=0..{setup.population - 1}")
+    return setup.member_state(state, member), setup.member
 
 
 def create(name: str, overrides: tuple[str, ...] | list[str] = ()):
@@ -167,7 +181,8 @@ def train(config: ExperimentConfig | str, workdir: str | Path | None = None, *, 
                       mesh=mesh)
 
 
-def sample(workdir: str | Path, num: int, *, seed: int = 0, step: int | None = None, **conditions):
+def sample(workdir: str | Path, num: int, *, seed: int = 0, step: int | None = None, member: int | None = None,
+           **conditions):
     """``num`` samples of a trained run as a numpy array: images ``[num, H, W, C]`` in [0, 1], or token ids
     ``[num, P + T]``. ``conditions`` are those the model declares (``label=3``; ``prompt=ids, tokens=200,
     temperature=0.8``; ``input=images`` for image-to-image models), validated; the same samples as
@@ -175,6 +190,7 @@ def sample(workdir: str | Path, num: int, *, seed: int = 0, step: int | None = N
     from aigc_jax.train.sampling import draw
 
     setup, state, _ = restore_run(workdir, step=step)
+    state, setup = _member(setup, state, 0 if member is None and setup.population > 1 else member, workdir)
     return draw(setup, setup.sampling_state(state), num, seed, conditions)
 
 
@@ -211,11 +227,13 @@ def sample_text(workdir: str | Path, num: int = 1, *, prompt: str | None = None,
 
 def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = None, seed: int | None = None,
              step: int | None = None, importance_samples: int = 0, extractor: str = "",
-             inception_weights: str | None = None, progress: bool = True) -> dict:
+             inception_weights: str | None = None, progress: bool = True, ensemble: bool = False) -> dict:
     """The metrics a trained run's model declares (``metrics``: a subset of ``model.spec.metrics``, default its
     ``default_metrics``) on the test split, as a flat dict: ``test_*`` from its own test metrics, NLL and bits/dim
     from its likelihood, FID/KID/IS/precision-recall/label accuracy from samples. ``num_samples``: test examples
-    (loss, nll) or generated samples (sample metrics, default 10,000); ``seed`` defaults to the run's train seed."""
+    (loss, nll) or generated samples (sample metrics, default 10,000); ``seed`` defaults to the run's train seed.
+    A population reports each member, the mean, the standard deviation and a 95% interval; ``ensemble`` adds the
+    members' mixture likelihood."""
     from aigc_jax.metrics.sample_quality import default_extractor
     from aigc_jax.train.evaluation import evaluate_state
 
@@ -224,9 +242,13 @@ def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = Non
     if inception_weights and (extractor or default_extractor(setup.model.spec.image_shape)) != "inception-v3":
         raise UserError("inception weights are for the inception-v3 extractor (choose it with extractor="
                         "'inception-v3')")
-    return evaluate_state(setup, state, at, metrics, num_samples=num_samples, seed=seed,
-                          importance_samples=importance_samples, extractor=extractor, extractor_options=options,
-                          progress=progress)
+    kwargs = dict(num_samples=num_samples, seed=seed, importance_samples=importance_samples, extractor=extractor,
+                  extractor_options=options, progress=progress)
+    if setup.population > 1 or ensemble:
+        from aigc_jax.train.evaluation import evaluate_population
+
+        return evaluate_population(setup, state, at, metrics, ensemble=ensemble, **kwargs)
+    return evaluate_state(setup, state, at, metrics, **kwargs)
 
 
 def translate_images(workdir: str | Path, images, *, seed: int = 0, step: int | None = None):

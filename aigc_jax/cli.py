@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("experiment")
     t.add_argument("--workdir", help="run directory (default: runs/EXPERIMENT)")
     t.add_argument("--steps", type=int, help="total number of training steps (overrides train.steps)")
+    t.add_argument("--population", type=int, metavar="K",
+                   help="train K members in one compiled program, member i with seed train.seed + i (sets "
+                        "train.population; train.population_mode=vmap|loop)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.steps=200 or players.NAME.optim.lr=3e-4 "
                         "(repeatable)")
@@ -113,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--importance-samples", type=int, default=0, metavar="K",
                    help="importance samples for the nll of latent-variable models (default: the model's)")
     e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    e.add_argument("--ensemble", action="store_true",
+                   help="a population's mixture likelihood (log-mean-exp over members; next-token for GPTs) beside "
+                        "its best and mean member")
     e.add_argument("--no-progress", action="store_true")
     return p
 
@@ -141,6 +147,8 @@ def _cmd_train(args) -> int:
         overrides.append(f"mesh={args.mesh}")
     if args.init_from is not None:
         overrides.append(f"train.init_from={args.init_from}")
+    if args.population is not None:
+        overrides.append(f"train.population={args.population}")
     if args.lora is not None:
         overrides.append(f"train.lora={args.lora}")
     cfg = get_config(args.experiment, overrides)
@@ -339,9 +347,16 @@ def _cmd_eval(args) -> int:
                         "(choose it with --extractor inception-v3)")
     result = api.evaluate(args.workdir, args.metrics or None, num_samples=args.num_samples or None,
                           step=args.step, importance_samples=args.importance_samples, extractor=args.extractor,
-                          inception_weights=args.inception_weights, progress=not args.no_progress)
+                          inception_weights=args.inception_weights, progress=not args.no_progress,
+                          ensemble=args.ensemble)
     _write_json(out, result)
     for k, v in result.items():
+        if k == "members":
+            continue  # in eval.json
+        if k == "ensemble":
+            for ek, ev in v.items():
+                print(f"ensemble {ek}: {ev:.4f}" if isinstance(ev, float) else f"ensemble {ek}: {ev}")
+            continue
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     print(f"wrote {out}")
     return 0

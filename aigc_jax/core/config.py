@@ -97,6 +97,10 @@ class TrainConfig:
     # The weights that sample grids, `aigc-jax sample` and `aigc_jax.load` use: the trained ("raw") ones or the
     # trainer's moving averages ("ema", for the players that keep one: players.NAME.ema_decay > 0).
     sample_weights: Literal["raw", "ema"] = "raw"
+    # K > 1: train K members in one compiled program, member i with seed train.seed + i on the same batches;
+    # "vmap" batches them, "loop" runs them one after the other in the program (`aigc_jax.train.step`).
+    population: int = 1
+    population_mode: Literal["vmap", "loop"] = "vmap"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +264,7 @@ def validate(config: ExperimentConfig) -> None:
         "train.checkpoint_every": t.checkpoint_every,
         "train.keep_checkpoints": t.keep_checkpoints,
         "train.num_samples": t.num_samples,
+        "train.population": t.population,
         "data.batch_size": d.batch_size,
         "data.eval_batch_size": d.eval_batch_size,
     }

@@ -6,7 +6,8 @@ A model is an instance of `GenerativeModel` (the base every family extends) and 
   conditions its sampler accepts (each with its name, dtype and valid range), its evaluation metrics, and facts the
   trainer relies on (``per_example_loss``);
 - what it can do, by the capability classes it inherits (checked with ``isinstance``, never ``hasattr``):
-  `Likelihood` (``log_prob`` per example in nats over ``spec.data_dims`` dimensions), `LatentVariable`
+  `Likelihood` (``log_prob`` per example in nats over ``spec.data_dims`` dimensions), `TokenLikelihood` (its
+  next-token terms one by one), `LatentVariable`
   (``encode``/``decode``, an importance-weighted ``log_prob``), `ImageToImage` (input | output | target panels,
   user images to model inputs), `SeparateSamplingWeights` (a sampler that uses other weights than the trained ones:
   a GAN's moving average), `Partitioned` (logical parameter partition specs), `StateUpdates` (non-trainable state
@@ -208,6 +209,15 @@ class Likelihood(abc.ABC):
         """``log p(x)`` per example ``[B]`` in nats (exact, or an estimate for `LatentVariable` models)."""
 
 
+class TokenLikelihood(Likelihood):
+    """An autoregressive token model whose ``log_prob`` is a sum of next-token terms, which it also gives one by
+    one (an ensemble mixes the members' next-token distributions: `aigc_jax.metrics.likelihood`)."""
+
+    @abc.abstractmethod
+    def token_log_probs(self, params: Params, batch: Batch, key: jax.Array | None = None) -> jax.Array:
+        """``log p(x_t | x_<t)`` per predicted token ``[B, T]`` in nats; ``log_prob`` is their sum over T."""
+
+
 class LatentVariable(Likelihood):
     """A latent-variable model: ``encode``/``decode``, and ``log_prob`` an importance-weighted estimate with
     ``num_samples`` samples (default ``iwae_samples``; Burda et al. 2016)."""
@@ -293,8 +303,8 @@ class Extras(abc.ABC):
         """``{name: function}``."""
 
 
-CAPABILITIES = (Likelihood, LatentVariable, ImageToImage, SeparateSamplingWeights, Partitioned, StateUpdates,
-                LowRankAdaptable, Extras)
+CAPABILITIES = (Likelihood, TokenLikelihood, LatentVariable, ImageToImage, SeparateSamplingWeights, Partitioned,
+                StateUpdates, LowRankAdaptable, Extras)
 
 
 def capabilities(model) -> tuple[str, ...]:

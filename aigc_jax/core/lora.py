@@ -38,6 +38,7 @@ from aigc_jax.core.contract import (
     Partitioned,
     SeparateSamplingWeights,
     StateUpdates,
+    TokenLikelihood,
 )
 from aigc_jax.core.errors import UserError
 from aigc_jax.core.paths import key_name, param_paths
@@ -161,7 +162,8 @@ def merge_adapters(params, scale: float):
 # The model with adapters: the base model's class, every function merging the adapters before it runs.
 
 # Model methods that take params, and the position of ``params`` among their arguments (after self).
-_PARAMS_AT = {"loss": 1, "after_update": 1, "eval_metrics": 0, "_sample": 0, "log_prob": 0, "encode": 0,
+_PARAMS_AT = {"loss": 1, "after_update": 1, "eval_metrics": 0, "_sample": 0, "log_prob": 0, "token_log_probs": 0,
+              "encode": 0,
               "decode": 0, "grid_images": 0}
 _SUBCLASSES: dict[type, type] = {}
 
@@ -184,6 +186,7 @@ def _subclass(cls: type) -> type:
         return _SUBCLASSES[cls]
     ns: dict = {"__doc__": f"{cls.__name__} with LoRA adapters (`aigc_jax.core.lora`).", "__module__": __name__}
     capabilities = {"loss": object, "eval_metrics": object, "_sample": object, "log_prob": Likelihood,
+                    "token_log_probs": TokenLikelihood,
                     "encode": LatentVariable, "decode": LatentVariable, "grid_images": ImageToImage,
                     "after_update": StateUpdates}
     for name, at in _PARAMS_AT.items():

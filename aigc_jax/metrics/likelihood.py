@@ -11,15 +11,31 @@ import math
 import jax
 import jax.numpy as jnp
 
-from aigc_jax.core.contract import LatentVariable, Likelihood, bits_per_dim
+from aigc_jax.core.contract import LatentVariable, Likelihood, TokenLikelihood, bits_per_dim
 from aigc_jax.core.errors import UserError
 from aigc_jax.data import sources
 from aigc_jax.data.pipeline import EVAL_KEY, masked_sums
 from aigc_jax.parallel import mesh as meshlib
 
 
+def ensemble_log_prob(model, params, batch, key, latent_samples: int = 0) -> jax.Array:
+    """The log-likelihood ``[B]`` of the uniform mixture of a population's members (``params`` with a leading
+    member axis K): ``log (1/K) sum_i p_i(x)``, a log-mean-exp over members of each member's ``log p(x)`` (a VAE's
+    importance-weighted estimate, a PixelCNN's exact one). A `TokenLikelihood` model mixes the members' next-token
+    distributions instead: ``sum_t log (1/K) sum_i p_i(x_t | x_<t)``, the predictive distribution of the ensemble
+    at every position (which is what a validation loss measures)."""
+    options = {"num_samples": latent_samples} if latent_samples else {}
+    if isinstance(model, TokenLikelihood):
+        per_token = jax.vmap(lambda p: model.token_log_probs(p, batch, key))(params)  # [K, B, T]
+        k = per_token.shape[0]
+        return (jax.nn.logsumexp(per_token, axis=0) - math.log(k)).sum(-1)
+    lp = jax.vmap(lambda p: model.log_prob(p, batch, key, **options))(params)  # [K, B]
+    return jax.nn.logsumexp(lp, axis=0) - math.log(lp.shape[0])
+
+
 def likelihood_metrics(setup, state, split: str = "test", max_examples: int = 0, batch_size: int = 0,
-                       seed: int = 0, importance_samples: int = 0, progress: bool = True) -> dict:
+                       seed: int = 0, importance_samples: int = 0, progress: bool = True,
+                       ensemble: bool = False) -> dict:
     """Mean ``-log p(x)`` over a split from ``model.log_prob``, in nats per example, and per dimension in bits.
 
     Keys: a `LatentVariable` model's estimate is importance-weighted with k samples (Burda et al. 2016; k =
@@ -30,6 +46,9 @@ def likelihood_metrics(setup, state, split: str = "test", max_examples: int = 0,
 
     The evaluation data transform is a fixed function of each example (see `aigc_jax.data.pipeline.eval_batches`),
     so these and `aigc_jax.train.loop.evaluate`'s metrics refer to the same (binarized) test data at any batch size.
+
+    ``ensemble``: ``setup`` and ``state`` are a population's, and the metrics are those of the members' mixture
+    (`ensemble_log_prob`).
     """
     model = setup.model
     if not isinstance(model, Likelihood):
@@ -48,7 +67,10 @@ def likelihood_metrics(setup, state, split: str = "test", max_examples: int = 0,
         data_key, _ = jax.random.split(key)
         b = setup.transform(batch, data_key)
         options = {"num_samples": k} if latent else {}
-        lp = model.log_prob(state["params"], b, jax.random.fold_in(key, 1), **options)
+        if ensemble:
+            lp = ensemble_log_prob(model, state["params"], b, jax.random.fold_in(key, 1), k if latent else 0)
+        else:
+            lp = model.log_prob(state["params"], b, jax.random.fold_in(key, 1), **options)
         return jnp.sum(-lp * mask)
 
     fn = jax.jit(nll_sum, in_shardings=(setup.state_shardings, setup.batch_sharding, setup.batch_sharding,

@@ -8,6 +8,8 @@ generators the sample metrics ``fid``, ``kid``, ``is``, ``pr``, ``label_accuracy
 
 from __future__ import annotations
 
+import math
+
 import jax
 
 from aigc_jax.core.contract import SAMPLE_METRIC_GROUPS
@@ -96,3 +98,51 @@ def _metric_groups(setup, state, wanted, *, num_samples, seed, importance_sample
                                     seed=seed, batch_size=min(setup.config.data.eval_batch_size, 500),
                                     progress=progress))
     return out
+
+
+def evaluate_population(setup, state, step: int, metrics=None, *, ensemble: bool = False, seed: int | None = None,
+                        **options) -> dict:
+    """`evaluate_state` of each member of a population (member i with seed ``seed + i``, as its single run would
+    be), then for every number the mean, the standard deviation over members and a 95% interval of the mean
+    (Student's t with K - 1 degrees of freedom), with each member's result under ``"members"``.
+
+    ``ensemble``: also the members' mixture (`aigc_jax.metrics.likelihood.ensemble_log_prob`: a log-mean-exp of
+    the members' likelihoods, next-token for token models) under ``"ensemble"``, beside the best and the mean
+    member's value of the same number."""
+    import numpy as np
+    from scipy import stats
+
+    from aigc_jax.core.contract import Likelihood
+    from aigc_jax.metrics.likelihood import likelihood_metrics
+
+    cfg = setup.config
+    k = setup.population
+    if k < 2:
+        raise UserError(f"{cfg.name} is a single run: an ensemble needs a population (train with --population K)")
+    seed = cfg.train.seed if seed is None else seed
+    members = [evaluate_state(setup.member, setup.member_state(state, i), step, metrics, seed=seed + i, **options)
+               for i in range(k)]
+    result = {key: v for key, v in members[0].items() if not isinstance(v, float)}
+    result["population"] = k
+    t = float(stats.t.ppf(0.975, k - 1))
+    for key in [key for key, v in members[0].items() if isinstance(v, float)]:
+        values = np.array([m[key] for m in members])
+        mean, sd = float(values.mean()), float(values.std(ddof=1))
+        result[key] = mean
+        result[f"{key}_sd"] = sd
+        result[f"{key}_ci95"] = [mean - t * sd / math.sqrt(k), mean + t * sd / math.sqrt(k)]
+    result["members"] = members
+    if ensemble:
+        if not isinstance(setup.model, Likelihood):
+            raise UserError(f"--ensemble: {cfg.name} has no likelihood; the ensemble of a population is its members' "
+                            "mixture likelihood (VAE, PixelCNN, GPT); a sample mixture for generators is not built yet")
+        mix = likelihood_metrics(setup, state, max_examples=options.get("num_samples") or 0, seed=seed,
+                                 importance_samples=options.get("importance_samples", 0),
+                                 progress=options.get("progress", True), ensemble=True)
+        numbers = {key: v for key, v in mix.items() if isinstance(v, float)}
+        result["ensemble"] = {
+            **mix,
+            **{f"best_member_{key}": min(m[key] for m in members) for key in numbers if key in members[0]},
+            **{f"mean_member_{key}": result[key] for key in numbers if key in members[0]},
+        }
+    return result

@@ -67,7 +67,7 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
 
     for key in _STRUCTURAL:
         walk(stored.get(key), current.get(key), key)
-    for key in ("lora", "lora_alpha"):  # adapters change the state's structure and the model's function
+    for key in ("lora", "lora_alpha", "population"):  # these change the state's structure or the model's function
         walk((stored.get("train") or {}).get(key), current["train"][key], f"train.{key}")
     if diffs:
         raise UserError(
@@ -103,9 +103,10 @@ class Run:
     eval_loss: float | None = None  # the eval loss of this step, when the eval hook ran (the best checkpoint)
 
     def check_finite(self):
-        bad = int(jax.device_get(self.state["nonfinite_step"]))
-        if bad >= 0:
-            raise NonFiniteLossError(bad + 1)  # steps are counted from 1, as in metrics.jsonl
+        bad = np.asarray(jax.device_get(self.state["nonfinite_step"])).reshape(-1)  # one per population member
+        if (bad >= 0).any():
+            first = int(bad[bad >= 0].min())
+            raise NonFiniteLossError(first + 1)  # steps are counted from 1, as in metrics.jsonl
 
     def checkpoint(self, step: int):
         self.check_finite()  # never save a state from after a non-finite update
@@ -150,10 +151,18 @@ class EvalHook(Hook):
     """The model's test metrics (`train.num_eval_batches` batches) into metrics.jsonl and the summary."""
 
     def __call__(self, run: Run, step: int) -> None:
-        m = evaluate(run.setup, run.state, seed=run.setup.config.train.seed)
-        if "ema" in run.state:  # the moving averages' metrics beside the raw weights'
-            averaged = evaluate(run.setup, averaged_state(run.state), seed=run.setup.config.train.seed)
-            m.update({f"ema_{k}": v for k, v in averaged.items() if k != "examples"})
+        setup, seed = run.setup, run.setup.config.train.seed
+        members = []
+        for i in range(setup.population):  # member i is evaluated as the single run with seed + i would be
+            state = setup.member_state(run.state, i)
+            m = evaluate(setup.member, state, seed=seed + i)
+            if "ema" in state:  # the moving averages' metrics beside the raw weights'
+                averaged = evaluate(setup.member, averaged_state(state), seed=seed + i)
+                m.update({f"ema_{k}": v for k, v in averaged.items() if k != "examples"})
+            members.append(m)
+        m = members[0] if len(members) == 1 else {
+            **{k: float(np.mean([x[k] for x in members])) for k in members[0]},
+            **{f"member{i}/{k}": v for i, x in enumerate(members) for k, v in x.items() if k != "examples"}}
         run.writer.write("eval", step, m)
         run.summary["eval"] = m
         run.eval_loss = m.get("loss")
@@ -164,7 +173,9 @@ class SampleHook(Hook):
 
     def __call__(self, run: Run, step: int) -> None:
         cfg = run.setup.config
-        write = sample_grid(run.setup, run.setup.sampling_state(run.state), cfg.train.num_samples, cfg.train.seed + 1,
+        member = run.setup.member_state(run.state, 0)  # a population's grid shows member 0
+        write = sample_grid(run.setup.member, run.setup.sampling_state(member),
+                            cfg.train.num_samples, cfg.train.seed + 1,
                             run.workdir / "samples" / f"step_{step}.png", run.tokenizer)
         if run.primary:
             write()
@@ -387,6 +398,10 @@ def _train(cfg, workdir: Path, signals: _StopSignals, primary: bool, lock: list,
         if cfg.train.init_from:
             from aigc_jax.train.init_from import initialise_from
 
+            if setup.population > 1:
+                ckpt.close()
+                raise UserError("train.init_from with train.population > 1 is not supported yet: start the "
+                                "members from scratch, or fine-tune single runs")
             try:
                 state, record = initialise_from(setup, state, cfg.train.init_from)
             except UserError:

@@ -11,8 +11,10 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from aigc_jax.core.config import ExperimentConfig
 from aigc_jax.core.contract import Partitioned
@@ -27,6 +29,7 @@ from aigc_jax.train.step import (
     build_train_step,
     init_state,
     per_device_value_and_grad,
+    population_step,
 )
 
 
@@ -64,11 +67,34 @@ class Setup:
         only_batch = self.mesh.shape["fsdp"] == self.mesh.shape["tensor"] == 1 < self.mesh.shape["data"]
         return only_batch and self.model.spec.per_example_loss
 
+    @property
+    def population(self) -> int:
+        """Members trained together (``train.population``): 1, or K with a leading member axis on every leaf."""
+        return self.config.train.population
+
+    @functools.cached_property
+    def member(self) -> Setup:
+        """The setup of one member of a population (itself for a single run): evaluation and sampling run on it."""
+        if self.population == 1:
+            return self
+        train = dataclasses.replace(self.config.train, population=1)
+        return build_setup(dataclasses.replace(self.config, train=train), self.mesh, for_training=False)
+
+    def member_state(self, state: dict, i: int) -> dict:
+        """Member ``i``'s state, placed as a single run's (``state`` itself for a single run)."""
+        if self.population == 1:
+            return state
+        if not 0 <= i < self.population:
+            raise UserError(f"member {i}: this run is a population of {self.population} (members 0.."
+                            f"{self.population - 1})")
+        return jax.device_put(jax.tree.map(lambda x: x[i], state), self.member.state_shardings)
+
     @functools.cached_property
     def train_step(self):
         per_device = ({"value_and_grad": per_device_value_and_grad(self.mesh, meshlib.BATCH_AXES)}
                       if self.per_device_gradients else {})
         fn = build_train_step(self.model, self.optimizers, self.schedule, self.transform, ema=self.ema, **per_device)
+        fn = population_step(fn, self.population, self.config.train.population_mode)
         return jax.jit(
             meshlib.within(self.mesh, fn),
             in_shardings=(self.state_shardings, self.batch_sharding),
@@ -87,11 +113,14 @@ class Setup:
         )
 
     def init_state(self, seed: int):
-        """A fresh state created directly with its shardings (never materialised unsharded)."""
-        init = jax.jit(
-            lambda k: init_state(self.model, self.optimizers, k, self.ema), out_shardings=self.state_shardings
-        )
-        return init(jax.random.key(seed))
+        """A fresh state created directly with its shardings (never materialised unsharded); member i of a
+        population is the state of a single run with seed ``seed + i``."""
+        def one(seed):
+            return init_state(self.model, self.optimizers, jax.random.key(seed), self.ema)
+
+        fn = one if self.population == 1 else jax.vmap(one)
+        seeds = seed if self.population == 1 else seed + jnp.arange(self.population, dtype=jnp.uint32)
+        return jax.jit(fn, out_shardings=self.state_shardings)(seeds)
 
 
 def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training: bool = True) -> Setup:
@@ -131,6 +160,10 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training
     }
     if ema:  # a moving average is sharded like the params it follows
         shardings["ema"] = {name: {"params": params_sh[name], "count": rep} for name in ema}
+    k = config.train.population
+    if k > 1:  # every leaf gains a leading member axis, never split: each member's layout is a single run's
+        shardings = jax.tree.map(lambda sh: NamedSharding(mesh, P(None, *sh.spec)), shardings)
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((k, *a.shape), a.dtype), abstract)
     abstract_sharded = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )

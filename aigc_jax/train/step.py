@@ -207,6 +207,21 @@ def build_train_step(
     return step_fn
 
 
+def population_step(step_fn: Callable, population: int, mode: str) -> Callable:
+    """``step_fn`` over a population: the state has a leading member axis and every member trains on the same
+    batch. ``mode="vmap"`` batches the members into one program (`jax.vmap`), ``"loop"`` runs them one after the
+    other inside it (`jax.lax.map`, one member's program in a loop body)."""
+    if population == 1:
+        return step_fn
+    if mode == "vmap":
+        return jax.vmap(step_fn, in_axes=(0, None))
+
+    def looped(states, batch):
+        return jax.lax.map(lambda s: step_fn(s, batch), states)
+
+    return looped
+
+
 def build_eval_step(model, transform) -> Callable[[dict, dict, jax.Array, jax.Array], dict]:
     """``(state, batch, mask, key) -> {name: masked sum}`` over one batch; the host divides by the count."""
 

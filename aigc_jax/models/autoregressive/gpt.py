@@ -25,10 +25,10 @@ from aigc_jax.core.contract import (
     CountsFlops,
     Extras,
     GenerativeModel,
-    Likelihood,
     LowRankAdaptable,
     ModelSpec,
     Partitioned,
+    TokenLikelihood,
 )
 from aigc_jax.core.errors import UserError
 from aigc_jax.core.paths import key_name
@@ -219,7 +219,7 @@ class GPTNetwork(nnx.Module):
         self.ln_f = LayerNorm(cfg.width, cfg.bias, rngs)
 
 
-class GPT(GenerativeModel, Likelihood, Partitioned, LowRankAdaptable, Extras, CountsFlops):
+class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extras, CountsFlops):
     """Pure functions of a GPT over plain-pytree params ``{"gpt": {...}}``."""
 
     players = ("gpt",)
@@ -401,6 +401,10 @@ class GPT(GenerativeModel, Likelihood, Partitioned, LowRankAdaptable, Extras, Co
         """``log p(tokens[1:] | tokens[0])`` per window ``[B]`` in nats, for windows ``batch["tokens"] [B, T + 1]``
         (a sum over the T predicted tokens: ``spec.data_dims``)."""
         return -self._token_nll(params, batch, None).sum(-1)
+
+    def token_log_probs(self, params, batch, key=None):
+        """``log p(tokens[t + 1] | tokens[:t + 1])`` per predicted token ``[B, T]`` in nats."""
+        return -self._token_nll(params, batch, None)
 
     def init_cache(self, batch: int, length: int | None = None):
         cfg = self.config
