@@ -27,6 +27,10 @@ import subprocess
 import sys
 import time
 
+if not __package__:  # run as `python benchmarks/tpu_compile.py`: the repository root makes `benchmarks` importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks._report import readme_block  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SLICES = {"v5p-8": 4, "v5p-64": 32, "v5p-256": 128}
@@ -160,20 +164,8 @@ def main() -> int:
     elif args.what == "search":
         run_search()
     else:
-        text = table()
-        readme = ROOT / "README.md"
-        doc = readme.read_text()
-        start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-        if args.check:
-            same = doc[start:end].strip() == text.strip()
-            print("README.md's TPU table matches the JSON" if same else
-                  "README.md's TPU table differs: run python benchmarks/tpu_compile.py table --write")
-            return 0 if same else 1
-        if not args.write:
-            print(text)
-            return 0
-        readme.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
-        print("wrote README.md")
+        return readme_block(BEGIN, END, table(), "TPU table", "python benchmarks/tpu_compile.py table --write",
+                            args.write, args.check)
     return 0
 
 
