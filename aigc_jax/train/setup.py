@@ -47,8 +47,7 @@ class Setup:
 
     @functools.cached_property
     def ema(self) -> dict[str, tuple[float, bool]]:
-        """``{player: (decay, warmup)}`` of the players whose moving average the trainer keeps."""
-        return {p.name: (p.ema_decay, p.ema_warmup) for p in self.config.players if p.ema_decay > 0}
+        return ema_players(self.config)
 
     def sampling_state(self, state: dict) -> dict:
         """The state whose params sample grids, `aigc_jax.sample` and `aigc_jax.load` use (``train.sample_weights``):
@@ -123,6 +122,11 @@ class Setup:
         return jax.jit(fn, out_shardings=self.state_shardings)(seeds)
 
 
+def ema_players(config: ExperimentConfig) -> dict[str, tuple[float, bool]]:
+    """``{player: (decay, warmup)}`` of the players whose moving average the trainer keeps."""
+    return {p.name: (p.ema_decay, p.ema_warmup) for p in config.players if p.ema_decay > 0}
+
+
 def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training: bool = True) -> Setup:
     """The model, optimizers, shardings and jitted steps of ``config`` on ``mesh`` (default: from ``config.mesh``).
 
@@ -140,7 +144,7 @@ def build_setup(config: ExperimentConfig, mesh: Mesh | None = None, for_training
     if for_training:
         meshlib.check_batch(mesh, config.data.batch_size)
         meshlib.check_process_rows(mesh, config.data.batch_size)
-    ema = {p.name: (p.ema_decay, p.ema_warmup) for p in config.players if p.ema_decay > 0}
+    ema = ema_players(config)
     abstract = jax.eval_shape(lambda k: init_state(model, optimizers, k, ema), jax.random.key(0))
 
     params_sh = meshlib.param_shardings(abstract["params"], mesh, param_specs() if param_specs else None)
