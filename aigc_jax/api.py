@@ -233,7 +233,7 @@ def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = Non
     from its likelihood, FID/KID/IS/precision-recall/label accuracy from samples. ``num_samples``: test examples
     (loss, nll) or generated samples (sample metrics, default 10,000); ``seed`` defaults to the run's train seed.
     A population reports each member, the mean, the standard deviation and a 95% interval; ``ensemble`` adds the
-    members' mixture likelihood."""
+    members' mixture: its likelihood (``nll``) and its samples (the sample metrics)."""
     from aigc_jax.metrics.sample_quality import default_extractor
     from aigc_jax.train.evaluation import evaluate_state
 

@@ -117,8 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="importance samples for the nll of latent-variable models (default: the model's)")
     e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     e.add_argument("--ensemble", action="store_true",
-                   help="a population's mixture likelihood (log-mean-exp over members; next-token for GPTs) beside "
-                        "its best and mean member")
+                   help="a population's ensemble beside its best and mean member: the mixture likelihood for nll "
+                        "(log-mean-exp over members; next-token for GPTs), the samples of the members' mixture "
+                        "for fid/kid/is/pr/label_accuracy")
     e.add_argument("--no-progress", action="store_true")
     return p
 

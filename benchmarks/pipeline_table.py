@@ -1,5 +1,5 @@
-"""The README's pipeline table (pretrain, fine-tune, ensemble), generated from benchmarks/results/pipeline_text.json
-and benchmarks/results/ensembles.json.
+"""The README's pipeline table (pretrain, fine-tune, ensemble), generated from benchmarks/results/pipeline_text.json,
+pipeline_images.json and ensembles.json.
 
     python -m benchmarks.pipeline_table            # print it
     python -m benchmarks.pipeline_table --write    # replace it between the markers in README.md
@@ -46,6 +46,20 @@ def text_rows(data: dict) -> list[str]:
     return rows
 
 
+def image_rows(data: dict) -> list[str]:
+    runs = data["runs"]
+    rows = ["", f"| images: `{data['experiment']}` pretrained without labels on {data['pretrain_images']:,} images "
+            f"({data['pretrain_steps']:,} steps), conditional on {data['labelled_images']:,} labelled "
+            f"({data['steps']:,} steps) | label accuracy | FID | IS |", "| --- | --- | --- | --- |"]
+    labels = {"pretrain": "pretrained, unconditional (no label input)", "finetuned": "fine-tuned (`--init-from`)",
+              "scratch": "from scratch"}
+    for name, label in labels.items():
+        ev = runs[name]["eval"]
+        acc = f"{100 * ev['label_accuracy']:.2f}%" if "label_accuracy" in ev else "-"
+        rows.append(f"| {label} | {acc} | {ev['fid']:.2f} | {ev['is_mean']:.2f} |")
+    return rows
+
+
 def ensemble_rows(data: dict) -> list[str]:
     rows = ["", "| population (one program, seeds 0..K-1) | metric | members: mean ± sd (best) | ensemble |",
             "| --- | --- | --- | --- |"]
@@ -63,6 +77,9 @@ def ensemble_rows(data: dict) -> list[str]:
 
 def table() -> str:
     rows = text_rows(json.loads((RESULTS / "pipeline_text.json").read_text()))
+    images = RESULTS / "pipeline_images.json"
+    if images.exists():
+        rows += image_rows(json.loads(images.read_text()))
     ens = RESULTS / "ensembles.json"
     if ens.exists():
         rows += ensemble_rows(json.loads(ens.read_text()))

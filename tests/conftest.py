@@ -1,6 +1,9 @@
 """Test environment: 8 simulated CPU devices, strict rank and dtype promotion, warnings as errors."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX is imported anywhere.
 # LLVM optimisation level 1 for the compiled programs: the suite is dominated by compiling many tiny programs, and
@@ -18,15 +21,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the identical executable, so no result changes. A new empty folder per session (never a stale cache), removed by
 # the process that made it.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    import atexit
-    import shutil
-    import tempfile
-
     _cache = tempfile.mkdtemp(prefix="aigc-jax-test-xla-cache-")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+# Real-data features for the sample metrics (FID's reference statistics) go to one cache per session too, computed
+# once and shared by the tests and workers, never written to the user's own ~/.cache/aigc_jax.
+if "AIGC_JAX_CACHE" not in os.environ:
+    _features = tempfile.mkdtemp(prefix="aigc-jax-test-features-")
+    atexit.register(shutil.rmtree, _features, ignore_errors=True)
+    os.environ["AIGC_JAX_CACHE"] = _features
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -106,11 +106,11 @@ def test_a_lora_run_loads_merged_weights_that_give_its_outputs(tmp_path):
     toks = jax.random.randint(jax.random.key(1), (2, cfg.model.context + 1), 0, cfg.model.vocab_size)
     batch = {"tokens": toks}
     plain = build_model(get_config("gpt-shakespeare-char-cpu", variant="tiny"))
-    with_adapters = setup.model.loss("gpt", state["params"], {}, batch, None)[0]
-    np.testing.assert_allclose(float(plain.loss("gpt", loaded.params, {}, batch, None)[0]), float(with_adapters),
-                               rtol=1e-6)
-    assert float(with_adapters) != float(plain.loss("gpt", jax.device_get(src["params"]), {}, batch, None)[0])
-    assert loaded.sample_fn(loaded.params, jax.random.key(0), 2).shape[0] == 2
+    plain_loss = jax.jit(lambda p: plain.loss("gpt", p, {}, batch, None)[0])  # jitted: eager ops are slow
+    with_adapters = jax.jit(lambda p: setup.model.loss("gpt", p, {}, batch, None)[0])(state["params"])
+    np.testing.assert_allclose(float(plain_loss(loaded.params)), float(with_adapters), rtol=1e-6)
+    assert float(with_adapters) != float(plain_loss(jax.device_get(src["params"])))
+    assert jax.jit(loaded.sample_fn, static_argnums=2)(loaded.params, jax.random.key(0), 2).shape[0] == 2
 
 
 def test_lora_mistakes_are_one_clear_error():

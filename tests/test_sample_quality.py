@@ -61,8 +61,7 @@ def test_reference_features_are_cached_with_their_identity(lenet, tmp_path, monk
     np.testing.assert_allclose(edited["features"][1:], first["features"][1:], rtol=1e-5, atol=1e-5)
 
 
-def test_eval_cli_writes_sample_metrics_with_their_provenance(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("AIGC_JAX_CACHE", str(tmp_path / "cache"))
+def test_eval_cli_writes_sample_metrics_with_their_provenance(tmp_path, capsys):
     wd = tmp_path / "run"
     tiny = ["--steps", "2", "--set", "model.g_channels=8,4", "--set", "model.d_channels=4,8", "--set",
             "model.latent_dim=8", "--set", "data.batch_size=16", "--set", "train.num_eval_batches=1",

@@ -101,6 +101,10 @@ class TrainConfig:
     # "vmap" batches them, "loop" runs them one after the other in the program (`aigc_jax.train.step`).
     population: int = 1
     population_mode: Literal["vmap", "loop"] = "vmap"
+    # One hyperparameter varied across members: member i's learning rates (every player's, schedule included)
+    # times factor i, e.g. 1,0.5,0.25,0.125 (empty: all 1). Applied as a final optax.scale whose factor
+    # optax.inject_hyperparams keeps in each member's optimizer state.
+    population_lr_scale: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +288,11 @@ def validate(config: ExperimentConfig) -> None:
                  "train.num_eval_batches": t.num_eval_batches}.items():
         if v < 0:
             raise UserError(f"bad value {v} for {k}: expected 0 (off) or a positive integer")
+    if t.population_lr_scale and (len(t.population_lr_scale) != t.population or not all(
+            math.isfinite(x) and x > 0 for x in t.population_lr_scale)):
+        raise UserError(f"bad value {','.join(f'{x:g}' for x in t.population_lr_scale)} for "
+                        f"train.population_lr_scale: expected one positive factor per member of the population "
+                        f"(train.population={t.population})")
     if t.lora:
         from aigc_jax.core.lora import parse_lora
 

@@ -89,9 +89,13 @@ def reference_features(extractor: FeatureExtractor, source, dataset: str, split:
 
 def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress: bool = True):
     """``num`` images from the model's sampler in batches (one compile), with labels ``i % K`` for conditional
-    models; returns ``(images [num, H, W, C] float32 in [0, 1], labels [num] or None)``."""
+    models; returns ``(images [num, H, W, C] float32 in [0, 1], labels [num] or None)``.
+
+    ``state`` may be a list of M states of the same model (a population's members): then batch b is drawn from
+    member ``b % M``, an equal-weight mixture of the members' distributions (every sample from one member)."""
     model = setup.model
-    params = sampling_params(model, state["params"], state["model_state"])
+    states = state if isinstance(state, list | tuple) else [state]
+    members = [sampling_params(model, s["params"], s["model_state"]) for s in states]
     label = model.spec.condition("label")
     ncls = label.num_classes if label is not None else 0
     fn = jax.jit(lambda p, k, c: model.sample(p, k, batch_size, **c))
@@ -103,7 +107,7 @@ def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress:
             lab = (np.arange(start, start + batch_size) % ncls).astype(np.int32)
             cond = {label.name: lab}
             labels.append(lab)
-        images.append(np.asarray(fn(params, jax.random.fold_in(key, i), cond), np.float32))
+        images.append(np.asarray(fn(members[i % len(members)], jax.random.fold_in(key, i), cond), np.float32))
     imgs = np.concatenate(images)[:num]
     return imgs, (np.concatenate(labels)[:num] if ncls else None)
 
@@ -111,7 +115,8 @@ def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress:
 def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str = "", num_samples: int = 10_000,
                      extractor_options: dict | None = None, seed: int = 0, batch_size: int = 500,
                      progress: bool = True) -> dict:
-    """The requested sample metrics of a trained image model against its dataset's test split."""
+    """The requested sample metrics of a trained image model against its dataset's test split (``state``: one
+    state, or a list of member states whose mixture is evaluated, see `generate`)."""
     from aigc_jax.data import sources
 
     unknown = [m for m in metrics if m not in SAMPLE_METRICS]
@@ -140,6 +145,8 @@ def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str =
     fake_f, fake_p = out["features"], _softmax(out["logits"])
     result: dict = {"extractor": ext.id, "reference": {k: ref[k] for k in ("dataset", "split", "count", "data_sha256")},
                     "num_samples": num_samples, "sample_seed": seed, "sample_quantization": "uint8"}
+    if isinstance(state, list | tuple):
+        result["mixture_of"] = len(state)
     if "fid" in metrics:
         result["fid"] = distribution.fid(ref["features"], fake_f)
     if "kid" in metrics:

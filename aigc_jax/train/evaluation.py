@@ -18,6 +18,9 @@ from aigc_jax.data import sources
 from aigc_jax.data.pipeline import EVAL_KEY, masked_sums
 from aigc_jax.train.step import averaged_state
 
+# Numbers where larger is better (the best member is the largest); every other reported number: smaller is better.
+HIGHER_IS_BETTER = frozenset({"is_mean", "precision", "recall", "label_accuracy"})
+
 
 def evaluate(setup, state, split: str = "test", max_batches: int | None = None, seed: int = 0,
              max_examples: int = 0) -> dict:
@@ -106,22 +109,28 @@ def evaluate_population(setup, state, step: int, metrics=None, *, ensemble: bool
     be), then for every number the mean, the standard deviation over members and a 95% interval of the mean
     (Student's t with K - 1 degrees of freedom), with each member's result under ``"members"``.
 
-    ``ensemble``: also the members' mixture (`aigc_jax.metrics.likelihood.ensemble_log_prob`: a log-mean-exp of
-    the members' likelihoods, next-token for token models) under ``"ensemble"``, beside the best and the mean
-    member's value of the same number."""
+    ``ensemble``: also the members' mixture under ``"ensemble"``, beside the best and the mean member's value of
+    each number: for ``nll``, the mixture likelihood (`aigc_jax.metrics.likelihood.ensemble_log_prob`: a
+    log-mean-exp of the members' likelihoods, next-token for token models); for the sample metrics, the samples
+    of the mixture that draws each sample from one member (batch b from member b % K, `sample_quality.generate`)."""
     import numpy as np
     from scipy import stats
 
-    from aigc_jax.core.contract import Likelihood
     from aigc_jax.metrics.likelihood import likelihood_metrics
+    from aigc_jax.metrics.sample_quality import evaluate_samples
 
     cfg = setup.config
     k = setup.population
     if k < 2:
         raise UserError(f"{cfg.name} is a single run: an ensemble needs a population (train with --population K)")
+    wanted = resolve_metrics(setup.model, cfg.name, metrics)
+    sample_metrics = tuple(m for m in wanted if m in SAMPLE_METRIC_GROUPS)
+    if ensemble and "nll" not in wanted and not sample_metrics:
+        raise UserError(f"--ensemble combines likelihoods (nll) or samples ({', '.join(SAMPLE_METRIC_GROUPS)}); "
+                        f"add one of {', '.join(m for m in setup.model.spec.metrics if m != 'loss')} to the metrics")
     seed = cfg.train.seed if seed is None else seed
-    members = [evaluate_state(setup.member, setup.member_state(state, i), step, metrics, seed=seed + i, **options)
-               for i in range(k)]
+    states = [setup.member_state(state, i) for i in range(k)]
+    members = [evaluate_state(setup.member, s, step, wanted, seed=seed + i, **options) for i, s in enumerate(states)]
     result = {key: v for key, v in members[0].items() if not isinstance(v, float)}
     result["population"] = k
     t = float(stats.t.ppf(0.975, k - 1))
@@ -131,18 +140,30 @@ def evaluate_population(setup, state, step: int, metrics=None, *, ensemble: bool
         result[key] = mean
         result[f"{key}_sd"] = sd
         result[f"{key}_ci95"] = [mean - t * sd / math.sqrt(k), mean + t * sd / math.sqrt(k)]
+    scales = cfg.train.population_lr_scale
+    if scales:  # the hyperparameter varied across members
+        result["population_lr_scale"] = list(scales)
+        for m, factor in zip(members, scales, strict=True):
+            m["lr_scale"] = factor
     result["members"] = members
     if ensemble:
-        if not isinstance(setup.model, Likelihood):
-            raise UserError(f"--ensemble: {cfg.name} has no likelihood; the ensemble of a population is its members' "
-                            "mixture likelihood (VAE, PixelCNN, GPT); a sample mixture for generators is not built yet")
-        mix = likelihood_metrics(setup, state, max_examples=options.get("num_samples") or 0, seed=seed,
-                                 importance_samples=options.get("importance_samples", 0),
-                                 progress=options.get("progress", True), ensemble=True)
-        numbers = {key: v for key, v in mix.items() if isinstance(v, float)}
+        mix: dict = {}
+        if "nll" in wanted:
+            mix.update(likelihood_metrics(setup, state, max_examples=options.get("num_samples") or 0, seed=seed,
+                                          importance_samples=options.get("importance_samples", 0),
+                                          progress=options.get("progress", True), ensemble=True))
+        if sample_metrics:
+            mix.update(evaluate_samples(setup.member, states, sample_metrics, extractor=options.get("extractor", ""),
+                                        num_samples=options.get("num_samples") or 10_000,
+                                        extractor_options=options.get("extractor_options"), seed=seed,
+                                        batch_size=min(cfg.data.eval_batch_size, 500),
+                                        progress=options.get("progress", True)))
+        numbers = [key for key, v in mix.items() if isinstance(v, float) and key in members[0]
+                   and not key.endswith("_std") and not key.startswith("real_")]
         result["ensemble"] = {
             **mix,
-            **{f"best_member_{key}": min(m[key] for m in members) for key in numbers if key in members[0]},
-            **{f"mean_member_{key}": result[key] for key in numbers if key in members[0]},
+            **{f"best_member_{key}": (max if key in HIGHER_IS_BETTER else min)(m[key] for m in members)
+               for key in numbers},
+            **{f"mean_member_{key}": result[key] for key in numbers},
         }
     return result

@@ -67,7 +67,8 @@ def _check_resumable(stored: dict, config: ExperimentConfig, workdir: Path) -> N
 
     for key in _STRUCTURAL:
         walk(stored.get(key), current.get(key), key)
-    for key in ("lora", "lora_alpha", "population"):  # these change the state's structure or the model's function
+    # These change the state's structure or the model's function:
+    for key in ("lora", "lora_alpha", "population", "population_lr_scale"):
         walk((stored.get("train") or {}).get(key), current["train"][key], f"train.{key}")
     if diffs:
         raise UserError(

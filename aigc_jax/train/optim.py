@@ -76,9 +76,13 @@ def trainable_counts(config: ExperimentConfig, params: dict) -> tuple[int, int]:
     return trainable, total
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "", lora: bool = False
-                   ) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "", lora: bool = False,
+                   lr_scale: bool = False) -> optax.GradientTransformation:
     """Global-norm clipping (when ``clip_norm > 0``) chained with Adam or AdamW under the schedule.
+
+    ``lr_scale``: a final ``optax.scale`` by a factor held in the optimizer state (``optax.inject_hyperparams``,
+    1 at init; `set_lr_scale`), so that the members of one vmapped population can run at different learning rates.
+    Scaling the whole update scales AdamW's decoupled weight decay with it, exactly as a larger rate would.
 
     AdamW decays only matrices and embeddings (arrays of rank >= 2), not biases or norm scales, as GPT-2 and
     nanoGPT do. With ``accumulate_steps = k`` (optax.MultiSteps) the schedule counts applied updates, so
@@ -93,6 +97,8 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "", lora: b
         opt = optax.adam(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+    if lr_scale:
+        opt = optax.chain(opt, optax.inject_hyperparams(optax.scale)(step_size=1.0))
     if cfg.freeze or lora:  # frozen leaves: zero updates and no state (clipping sees the trainable ones only)
         opt = optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()},
                                     freeze_labels(player, cfg.freeze, lora))
@@ -104,5 +110,11 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, player: str = "", lora: b
 def make_optimizers(config: ExperimentConfig) -> dict[str, optax.GradientTransformation]:
     """Every player's optimizer, by name. A player's schedule counts its own updates: one that makes
     ``updates_per_step`` updates per train step (an n_critic critic) makes ``steps * updates_per_step`` in all."""
-    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step, p.name, bool(config.train.lora))
-            for p in config.players}
+    scaled = bool(config.train.population_lr_scale)
+    return {p.name: make_optimizer(p.optim, config.train.steps * p.updates_per_step, p.name, bool(config.train.lora),
+                                   scaled) for p in config.players}
+
+
+def set_lr_scale(opt_state, scale):
+    """``opt_state`` (of an optimizer made with ``lr_scale=True``) with its learning-rate factor set to ``scale``."""
+    return optax.tree_utils.tree_set(opt_state, step_size=scale)

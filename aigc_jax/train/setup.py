@@ -22,7 +22,7 @@ from aigc_jax.core.errors import UserError
 from aigc_jax.core.registry import build_model
 from aigc_jax.data.pipeline import make_device_transform
 from aigc_jax.parallel import mesh as meshlib
-from aigc_jax.train.optim import make_optimizers
+from aigc_jax.train.optim import make_optimizers, set_lr_scale
 from aigc_jax.train.step import (
     averaged_state,
     build_eval_step,
@@ -76,7 +76,9 @@ class Setup:
         """The setup of one member of a population (itself for a single run): evaluation and sampling run on it."""
         if self.population == 1:
             return self
-        train = dataclasses.replace(self.config.train, population=1)
+        # A member keeps the learning-rate factor in its optimizer state (its own, from the population's state).
+        scale = (1.0,) if self.config.train.population_lr_scale else ()
+        train = dataclasses.replace(self.config.train, population=1, population_lr_scale=scale)
         return build_setup(dataclasses.replace(self.config, train=train), self.mesh, for_training=False)
 
     def member_state(self, state: dict, i: int) -> dict:
@@ -113,13 +115,21 @@ class Setup:
 
     def init_state(self, seed: int):
         """A fresh state created directly with its shardings (never materialised unsharded); member i of a
-        population is the state of a single run with seed ``seed + i``."""
-        def one(seed):
-            return init_state(self.model, self.optimizers, jax.random.key(seed), self.ema)
+        population is the state of a single run with seed ``seed + i`` (and its learning rates times
+        ``train.population_lr_scale[i]``)."""
+        scales = self.config.train.population_lr_scale
 
-        fn = one if self.population == 1 else jax.vmap(one)
-        seeds = seed if self.population == 1 else seed + jnp.arange(self.population, dtype=jnp.uint32)
-        return jax.jit(fn, out_shardings=self.state_shardings)(seeds)
+        def one(seed, scale):
+            state = init_state(self.model, self.optimizers, jax.random.key(seed), self.ema)
+            if scales:  # member i's learning-rate factor, in its optimizer states
+                state["opt_state"] = {name: set_lr_scale(s, scale) for name, s in state["opt_state"].items()}
+            return state
+
+        if self.population == 1:
+            return jax.jit(one, out_shardings=self.state_shardings)(seed, jnp.float32(scales[0]) if scales else None)
+        seeds = seed + jnp.arange(self.population, dtype=jnp.uint32)
+        factors = jnp.asarray(scales or [1.0] * self.population, jnp.float32)
+        return jax.jit(jax.vmap(one), out_shardings=self.state_shardings)(seeds, factors)
 
 
 def ema_players(config: ExperimentConfig) -> dict[str, tuple[float, bool]]:

@@ -1,10 +1,13 @@
 """Generator and discriminator networks of the GAN family (Flax NNX), DCGAN-style (Radford et al. 2015).
 
-Generator: ``z [B, Z]`` (concatenated with a one-hot label for conditional models) -> optional hidden linear
-layers (as in InfoGAN's MNIST generator, Chen et al. 2016: dense capacity is cheap next to convolutions) -> linear to a
-``[H / 2^S, W / 2^S, g_channels[0]]`` map -> S stages, each a 3x3 convolution to 4x the next stage's channels and a
-depth-to-space (sub-pixel upsampling, Shi et al. 2016; the same function class as a stride-2 transposed convolution
-and several times faster under XLA:CPU) -> tanh images in [-1, 1]. Batch norm and ReLU between stages.
+Generator: ``z [B, Z]`` -> optional hidden linear layers (as in InfoGAN's MNIST generator, Chen et al. 2016: dense
+capacity is cheap next to convolutions) -> linear to a ``[H / 2^S, W / 2^S, g_channels[0]]`` map -> S stages, each a
+3x3 convolution to 4x the next stage's channels and a depth-to-space (sub-pixel upsampling, Shi et al. 2016; the same
+function class as a stride-2 transposed convolution and several times faster under XLA:CPU) -> tanh images in
+[-1, 1]. Batch norm and ReLU between stages. A class-conditional generator adds a learned ``label_embed[y]`` to the
+first linear layer's output: the same function as a one-hot label concatenated to ``z`` (one-hot times the kernel's
+label rows is a row lookup), kept as its own parameter so that an unconditional generator's weights load into a
+conditional one unchanged and only the embedding is new (``--init-from``).
 
 Discriminator: S' stages of 4x4 stride-2 convolutions with LeakyReLU(0.2) (no normalisation on the first, as in
 DCGAN), optionally a minibatch-standard-deviation feature map, optional hidden linear layers, then a linear
@@ -61,6 +64,14 @@ def _norm(kind: str, channels: int, rngs: nnx.Rngs, *, running: bool):
     raise ValueError(f"unknown normalisation {kind!r}")
 
 
+def _rows_of(fan_in: int):
+    """LeCun-normal init of a ``[rows, out]`` block as if it were part of a ``[fan_in, out]`` kernel."""
+    def init(key, shape, dtype=jnp.float32):
+        return nnx.initializers.variance_scaling(1.0 * shape[0] / fan_in, "fan_in", "truncated_normal")(
+            key, shape, dtype)
+    return init
+
+
 class Generator(nnx.Module):
     def __init__(self, image_shape, latent_dim: int, channels: tuple[int, ...], norm: str, num_classes: int, *,
                  rngs: nnx.Rngs, hidden: tuple[int, ...] = ()):
@@ -68,10 +79,17 @@ class Generator(nnx.Module):
         s = 2 ** len(channels)
         self.base = (h // s, w // s, channels[0])
         self.num_classes = num_classes
-        sizes = [latent_dim + num_classes, *hidden]
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        sizes = [latent_dim, *hidden, self.base[0] * self.base[1] * channels[0]]
+        # Rows of the first layer drawn as LeCun-normal over fan-in Z + classes, the concatenated layer's init.
+        first = _rows_of(latent_dim + num_classes)
+        self.hidden = nnx.List([nnx.Linear(a, b, kernel_init=first if i == 0 else nnx.initializers.lecun_normal(),
+                                           rngs=rngs) for i, (a, b) in enumerate(zip(sizes[:-2], sizes[1:-1],
+                                                                                     strict=True))])
         self.hidden_norms = nnx.List([_norm(norm, b, rngs, running=True) for b in hidden])
-        self.inp = nnx.Linear(sizes[-1], self.base[0] * self.base[1] * channels[0], rngs=rngs)
+        self.inp = nnx.Linear(sizes[-2], sizes[-1], kernel_init=first if not hidden else
+                              nnx.initializers.lecun_normal(), rngs=rngs)
+        self.label_embed = (nnx.Embed(num_classes, sizes[1], embedding_init=_rows_of(latent_dim + num_classes),
+                                      rngs=rngs) if num_classes else None)
         self.inp_norm = _norm(norm, channels[0], rngs, running=True)
         outs = [*channels[1:], c]
         self.convs = nnx.List([nnx.Conv(a, 4 * b, (3, 3), padding="SAME", rngs=rngs)
@@ -80,14 +98,13 @@ class Generator(nnx.Module):
 
     def __call__(self, z, label=None, *, train: bool):
         h = z
-        if self.num_classes:
-            h = jnp.concatenate([z, jax.nn.one_hot(label, self.num_classes, dtype=z.dtype)], axis=-1)
-        for layer, norm in zip(self.hidden, self.hidden_norms, strict=True):
-            h = layer(h)
+        for i, (layer, norm) in enumerate(zip(self.hidden, self.hidden_norms, strict=True)):
+            h = self._conditioned(layer(h), label) if i == 0 else layer(h)
             if norm is not None:
                 h = norm(h, use_running_average=not train)
             h = jax.nn.relu(h)
-        h = self.inp(h).reshape(z.shape[0], *self.base)
+        h = self.inp(h) if len(self.hidden) else self._conditioned(self.inp(h), label)
+        h = h.reshape(z.shape[0], *self.base)
         if self.inp_norm is not None:
             h = self.inp_norm(h, use_running_average=not train)
         h = jax.nn.relu(h)
@@ -98,6 +115,12 @@ class Generator(nnx.Module):
                     h = self.norms[i](h, use_running_average=not train)
                 h = jax.nn.relu(h)
         return jnp.tanh(h)
+
+    def _conditioned(self, h, label):
+        """The first layer's output plus the label's embedding row (conditional generators only)."""
+        if self.label_embed is None:
+            return h
+        return h + self.label_embed(label).astype(h.dtype)
 
 
 class Discriminator(nnx.Module):
