@@ -50,13 +50,17 @@ def image_rows(data: dict) -> list[str]:
     runs = data["runs"]
     rows = ["", f"| images: `{data['experiment']}` pretrained without labels on {data['pretrain_images']:,} images "
             f"({data['pretrain_steps']:,} steps), conditional on {data['labelled_images']:,} labelled "
-            f"({data['steps']:,} steps) | label accuracy | FID | IS |", "| --- | --- | --- | --- |"]
+            f"({data['steps']:,} steps) | label accuracy | FID | IS | precision / recall |",
+            "| --- | --- | --- | --- | --- |"]
     labels = {"pretrain": "pretrained, unconditional (no label input)", "finetuned": "fine-tuned (`--init-from`)",
-              "scratch": "from scratch"}
+              "scratch": "from scratch", "scratch_cgan": "from scratch, `cgan-mnist`'s recipe (spectral norm, hinge)"}
     for name, label in labels.items():
+        if name not in runs:
+            continue
         ev = runs[name]["eval"]
         acc = f"{100 * ev['label_accuracy']:.2f}%" if "label_accuracy" in ev else "-"
-        rows.append(f"| {label} | {acc} | {ev['fid']:.2f} | {ev['is_mean']:.2f} |")
+        rows.append(f"| {label} | {acc} | {ev['fid']:.2f} | {ev['is_mean']:.2f} | {ev['precision']:.2f} / "
+                    f"{ev['recall']:.2f} |")
     return rows
 
 
