@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="freeze the parameters whose path (PLAYER/keys, e.g. 'gpt/blocks/0/.*') fully matches REGEX "
                         "(every player's players.NAME.optim.freeze)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-fast-defaults", action="store_true",
+                   help="on a CPU, keep one XLA device and the experiment's precision (default: for models that "
+                        "run faster so, one device per core with the batch split across them, and bfloat16 compute "
+                        "where the CPU has native bfloat16 and the model offers it; also AIGC_JAX_FAST_DEFAULTS=0)")
 
     s = sub.add_parser("sample", help="samples from a trained run: a PNG grid of images, or text printed")
     s.add_argument("workdir")
@@ -154,8 +158,11 @@ def _cmd_train(args) -> int:
         overrides.append(f"train.lora={args.lora}")
     cfg = get_config(args.experiment, overrides)
     if args.freeze is not None:
-        cfg = get_config(args.experiment, overrides + _freeze_overrides(cfg, args.freeze))
+        overrides += _freeze_overrides(cfg, args.freeze)
+        cfg = get_config(args.experiment, overrides)
     workdir = Path(args.workdir or os.path.join("runs", args.experiment))
+    if not args.no_fast_defaults and os.environ.get("AIGC_JAX_FAST_DEFAULTS", "1") != "0":
+        cfg = _with_fast_defaults(args.experiment, cfg, overrides, workdir)
     summary = train(cfg, workdir, progress=not args.no_progress)
     if "message" in summary:
         print(summary["message"])
@@ -164,6 +171,37 @@ def _cmd_train(args) -> int:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in ev.items())
     print(f"trained {cfg.name} to step {summary['step']} in {workdir}" + (f"; test {shown}" if shown else ""))
     return 0
+
+
+def _with_fast_defaults(experiment: str, cfg, overrides: list[str], workdir: Path):
+    """``cfg`` with `aigc_jax.train.host`'s choices for this CPU, announced in one line: one XLA device per core
+    (as many as split the batch evenly) for models that run faster so, unless a mesh or a device count was
+    chosen, and bfloat16 compute unless a
+    compute dtype was chosen or the run resumes one (its config.json's dtype is kept)."""
+    import json
+
+    from aigc_jax.api import get_config
+    from aigc_jax.train import host
+
+    ways = 0
+    if not cfg.mesh and cfg.train.population == 1 and host.splits_well(cfg):
+        ways = host.prepare_cpu_devices(host.data_ways(cfg.data.batch_size, host.cpu_cores()))
+    import jax
+
+    if jax.devices()[0].platform != "cpu":
+        return cfg
+    extra: list[str] = []
+    stored = None
+    if not any(o.startswith("model.compute_dtype=") for o in overrides):
+        try:
+            stored = (json.loads((workdir / "config.json").read_text()).get("model") or {}).get("compute_dtype")
+        except (OSError, ValueError, AttributeError):
+            pass  # no run there yet, or one the trainer reports in its own words
+        extra = [f"model.compute_dtype={stored}"] if stored else host.bf16_override(cfg)
+    line = host.describe(ways, extra if not stored else [])  # a resumed run's dtype is its own, not a choice
+    if line:
+        print(line)
+    return get_config(experiment, [*overrides, *extra]) if extra else cfg
 
 
 def _freeze_overrides(cfg, pattern: str) -> list[str]:

@@ -34,6 +34,10 @@ if "AIGC_JAX_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, _features, ignore_errors=True)
     os.environ["AIGC_JAX_CACHE"] = _features
 
+# The CLI's fast defaults (one device per core, bfloat16 on CPUs that have it) would make a test's numerics depend
+# on the host; tests/test_host.py turns them on where it checks them.
+os.environ["AIGC_JAX_FAST_DEFAULTS"] = "0"
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

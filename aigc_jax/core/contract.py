@@ -168,6 +168,10 @@ class GenerativeModel(abc.ABC):
 
     config: Any
     players: tuple[str, ...]
+    # Whether the step runs faster on a CPU split into one XLA device per core with the batch across them (the
+    # `aigc-jax train` fast default, `aigc_jax.train.host`): a measured fact per family, not a contract; False
+    # where one device, which threads its large matmuls and convolutions over the cores itself, was faster.
+    cpu_data_parallel: bool = False
 
     @property
     @abc.abstractmethod

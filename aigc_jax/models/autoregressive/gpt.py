@@ -223,6 +223,7 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
     """Pure functions of a GPT over plain-pytree params ``{"gpt": {...}}``."""
 
     players = ("gpt",)
+    cpu_data_parallel = True  # the -cpu step: 23.5 -> 36.1 steps/s over 2 devices (benchmarks/README.md)
 
     def __init__(self, config: GPTConfig):
         self.config = config

@@ -1,0 +1,60 @@
+"""Fast defaults on a CPU host (`aigc_jax.train.host`, `aigc-jax train`): one XLA device per core that splits the
+batch, bfloat16 compute where the CPU has it natively and the model offers it, announced in one line, and left
+alone where the user chose (a mesh, a device count, a dtype) or a resumed run was trained otherwise."""
+
+import json
+import subprocess
+import sys
+
+from aigc_jax.api import get_config
+from aigc_jax.cli import main
+from aigc_jax.train import host
+
+
+def test_the_device_count_splits_the_batch_and_bf16_needs_a_model_that_offers_it():
+    assert host.data_ways(12, 2) == 2 and host.data_ways(12, 5) == 4 and host.data_ways(7, 2) == 1
+    gpt = get_config("gpt-shakespeare-char-cpu")
+    assert host.bf16_override(gpt, bf16=True) == ["model.compute_dtype=bfloat16"]
+    assert host.bf16_override(gpt, bf16=False) == []
+    assert host.bf16_override(get_config("vae-mnist"), bf16=True) == []  # no bfloat16 path in the VAE
+    assert host.bf16_override(get_config("gpt-shakespeare-char-cpu", ["model.compute_dtype=bfloat16"]),
+                              bf16=True) == []
+    line = host.describe(2, ["model.compute_dtype=bfloat16"])
+    assert line == ("fast defaults for this CPU: the batch split over 2 XLA devices (one per core); bfloat16 "
+                    "compute with float32 master weights (the CPU has native bfloat16) (--no-fast-defaults turns "
+                    "them off)")
+    assert host.describe(1, []) == ""
+
+
+def test_the_device_count_is_set_before_jax_starts_unless_the_user_set_one():
+    code = ("from aigc_jax.train import host; n = host.prepare_cpu_devices(2); import jax; "
+            "print(n, len(jax.devices()), host.prepare_cpu_devices(2))")
+    env = {"PATH": "", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["2", "2", "0"]  # once JAX has started, nothing changes
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["0", "3", "0"]
+
+
+def test_train_announces_bf16_and_a_resumed_run_keeps_its_dtype(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AIGC_JAX_FAST_DEFAULTS", "1")
+    tiny = ["--steps", "2", "--set", "model.layers=1", "--set", "model.width=16", "--set", "model.heads=2",
+            "--set", "model.context=16", "--set", "data.batch_size=8", "--set", "train.num_eval_batches=1",
+            "--set", "train.sample_every=0", "--no-progress"]
+    wd = tmp_path / "run"
+    monkeypatch.setattr(host, "native_bf16", lambda: True)
+    assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(wd), *tiny]) == 0
+    assert "bfloat16 compute with float32 master weights" in capsys.readouterr().out
+    assert json.loads((wd / "config.json").read_text())["model"]["compute_dtype"] == "bfloat16"
+    # Resumed on a host without native bfloat16: the run keeps the dtype it was trained with, silently.
+    monkeypatch.setattr(host, "native_bf16", lambda: False)
+    assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(wd), *tiny[2:], "--steps", "3"]) == 0
+    assert "fast defaults" not in capsys.readouterr().out
+    assert json.loads((wd / "config.json").read_text())["model"]["compute_dtype"] == "bfloat16"
+    # Off: the experiment's own precision.
+    off = tmp_path / "off"
+    monkeypatch.setattr(host, "native_bf16", lambda: True)
+    assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(off), *tiny, "--no-fast-defaults"]) == 0
+    assert "fast defaults" not in capsys.readouterr().out
+    assert json.loads((off / "config.json").read_text())["model"]["compute_dtype"] == "float32"
