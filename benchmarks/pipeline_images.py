@@ -80,6 +80,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = aigc_jax.evaluate(wd / name, ",".join(metrics), num_samples=args.num_samples, progress=False)
         shown = [o.replace(str(wd), "{workdir}") for o in overrides]  # no path of this machine in the JSON
+        result = json.loads(json.dumps(result).replace(str(wd.resolve()), "{workdir}").replace(str(wd), "{workdir}"))
         runs[name] = {"experiment": experiment, "train_wall_s": round(train_s, 1),
                       "eval_wall_s": round(time.perf_counter() - t0, 1), "overrides": shown, "eval": result}
         print(f"{name}: " + ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "is_mean", "label_accuracy")
