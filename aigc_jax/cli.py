@@ -434,6 +434,10 @@ def _main(argv: list[str] | None) -> int:
     quiet_libtpu_if_no_tpu()  # before any JAX backend starts
     try:
         args = _parser().parse_args(argv)
+        if args.command in ("train", "sample", "eval", "average"):
+            from aigc_jax.train import host
+
+            host.use_compilation_cache()
         return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "compile": _cmd_compile,
                 "average": _cmd_average, "eval": _cmd_eval}[args.command](args)
     except _CLIError as e:

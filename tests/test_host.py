@@ -58,3 +58,14 @@ def test_train_announces_bf16_and_a_resumed_run_keeps_its_dtype(tmp_path, monkey
     assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(off), *tiny, "--no-fast-defaults"]) == 0
     assert "fast defaults" not in capsys.readouterr().out
     assert json.loads((off / "config.json").read_text())["model"]["compute_dtype"] == "float32"
+
+
+def test_the_cli_keeps_compiled_programs_in_its_cache_unless_told_not_to(tmp_path):
+    code = "import jax; from aigc_jax.train import host; print(host.use_compilation_cache() or '-')"
+    env = {"PATH": "", "JAX_PLATFORMS": "cpu", "AIGC_JAX_CACHE": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split()[-1] == str(tmp_path / "xla") and (tmp_path / "xla").is_dir()
+    for extra in ({"AIGC_JAX_COMPILE_CACHE": "0"}, {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs")}):
+        run = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                             check=True)
+        assert run.stdout.split()[-1] == "-"  # off, or the user's own cache is kept

@@ -10,6 +10,9 @@ matmuls run on AVX512-BF16 / AMX units at several times the float32 rate; hosts 
 and gain nothing, so it is chosen only where ``/proc/cpuinfo`` lists ``avx512_bf16`` or ``amx_bf16``. What was
 measured for each choice: benchmarks/README.md ("Fast by default").
 
+The CLI also keeps JAX's persistent compilation cache in ``$AIGC_JAX_CACHE/xla`` (`use_compilation_cache`), so
+that running a command again skips its compiles.
+
 `aigc-jax train` applies them unless ``--no-fast-defaults`` (or ``AIGC_JAX_FAST_DEFAULTS=0``): the device split
 where the user chose no mesh and no device count, bfloat16 where the user chose no compute dtype and the run does
 not resume one trained at another precision.
@@ -100,3 +103,25 @@ def describe(ways: int, overrides: list[str]) -> str:
     if not said:
         return ""
     return "fast defaults for this CPU: " + "; ".join(said) + " (--no-fast-defaults turns them off)"
+
+
+def use_compilation_cache() -> str:
+    """Point JAX's persistent compilation cache at ``$AIGC_JAX_CACHE/xla`` (default ``~/.cache/aigc_jax/xla``)
+    unless one is configured already (``JAX_COMPILATION_CACHE_DIR``, ``jax.config``) or ``AIGC_JAX_COMPILE_CACHE=0``.
+    A command run again with the same shapes loads its compiled programs instead of compiling them (the
+    train step, init, evaluation and sampling programs: several seconds of a short CPU run). Entries are keyed by
+    the program, the compiler version and its flags, so a hit is the identical executable. Returns the folder
+    ("" when off or chosen elsewhere)."""
+    import jax
+
+    if os.environ.get("AIGC_JAX_COMPILE_CACHE", "1") == "0" or jax.config.jax_compilation_cache_dir:
+        return ""
+    folder = Path(os.environ.get("AIGC_JAX_CACHE", "~/.cache/aigc_jax")).expanduser() / "xla"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return ""  # a read-only home: compile as before
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return str(folder)
+
