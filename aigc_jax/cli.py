@@ -161,8 +161,12 @@ def _cmd_train(args) -> int:
         overrides += _freeze_overrides(cfg, args.freeze)
         cfg = get_config(args.experiment, overrides)
     workdir = Path(args.workdir or os.path.join("runs", args.experiment))
+    kept = _stored_dtype(workdir, overrides)
+    if kept:
+        overrides += kept
+        cfg = get_config(args.experiment, overrides)
     if not args.no_fast_defaults and os.environ.get("AIGC_JAX_FAST_DEFAULTS", "1") != "0":
-        cfg = _with_fast_defaults(args.experiment, cfg, overrides, workdir)
+        cfg = _with_fast_defaults(args.experiment, cfg, overrides)
     summary = train(cfg, workdir, progress=not args.no_progress)
     if "message" in summary:
         print(summary["message"])
@@ -173,13 +177,24 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _with_fast_defaults(experiment: str, cfg, overrides: list[str], workdir: Path):
-    """``cfg`` with `aigc_jax.train.host`'s choices for this CPU, announced in one line: one XLA device per core
-    (as many as split the batch evenly) for models that run faster so, unless a mesh or a device count was
-    chosen, and bfloat16 compute unless a
-    compute dtype was chosen or the run resumes one (its config.json's dtype is kept)."""
+def _stored_dtype(workdir: Path, overrides: list[str]) -> list[str]:
+    """A resumed run keeps the compute dtype it was trained with (its config.json's, e.g. bfloat16 chosen by the
+    fast defaults on another host), unless the command sets one: ``["model.compute_dtype=..."]`` or ``[]``."""
     import json
 
+    if any(o.startswith("model.compute_dtype=") for o in overrides):
+        return []
+    try:
+        stored = (json.loads((workdir / "config.json").read_text()).get("model") or {}).get("compute_dtype")
+    except (OSError, ValueError, AttributeError):
+        return []  # no run there yet, or one the trainer reports in its own words
+    return [f"model.compute_dtype={stored}"] if isinstance(stored, str) else []
+
+
+def _with_fast_defaults(experiment: str, cfg, overrides: list[str]):
+    """``cfg`` with `aigc_jax.train.host`'s choices for this CPU, announced in one line: one XLA device per core
+    (as many as split the batch evenly) for models that run faster so, unless a mesh or a device count was
+    chosen, and bfloat16 compute unless a compute dtype was chosen (or kept by a resumed run)."""
     from aigc_jax.api import get_config
     from aigc_jax.train import host
 
@@ -190,15 +205,8 @@ def _with_fast_defaults(experiment: str, cfg, overrides: list[str], workdir: Pat
 
     if jax.devices()[0].platform != "cpu":
         return cfg
-    extra: list[str] = []
-    stored = None
-    if not any(o.startswith("model.compute_dtype=") for o in overrides):
-        try:
-            stored = (json.loads((workdir / "config.json").read_text()).get("model") or {}).get("compute_dtype")
-        except (OSError, ValueError, AttributeError):
-            pass  # no run there yet, or one the trainer reports in its own words
-        extra = [f"model.compute_dtype={stored}"] if stored else host.bf16_override(cfg)
-    line = host.describe(ways, extra if not stored else [])  # a resumed run's dtype is its own, not a choice
+    extra = [] if any(o.startswith("model.compute_dtype=") for o in overrides) else host.bf16_override(cfg)
+    line = host.describe(ways, extra)
     if line:
         print(line)
     return get_config(experiment, [*overrides, *extra]) if extra else cfg

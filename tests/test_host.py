@@ -52,7 +52,11 @@ def test_train_announces_bf16_and_a_resumed_run_keeps_its_dtype(tmp_path, monkey
     assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(wd), *tiny[2:], "--steps", "3"]) == 0
     assert "fast defaults" not in capsys.readouterr().out
     assert json.loads((wd / "config.json").read_text())["model"]["compute_dtype"] == "bfloat16"
-    # Off: the experiment's own precision.
+    # Resumed with the fast defaults off: still the run's own dtype (not a refusal for a changed config).
+    assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(wd), *tiny[2:], "--steps", "4",
+                 "--no-fast-defaults"]) == 0
+    assert json.loads((wd / "config.json").read_text())["model"]["compute_dtype"] == "bfloat16"
+    # Off, fresh: the experiment's own precision.
     off = tmp_path / "off"
     monkeypatch.setattr(host, "native_bf16", lambda: True)
     assert main(["train", "gpt-shakespeare-char-cpu", "--workdir", str(off), *tiny, "--no-fast-defaults"]) == 0
