@@ -7,6 +7,7 @@ status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -161,6 +162,7 @@ def _cmd_train(args) -> int:
         overrides += _freeze_overrides(cfg, args.freeze)
         cfg = get_config(args.experiment, overrides)
     workdir = Path(args.workdir or os.path.join("runs", args.experiment))
+    _devices_for_mesh(cfg.mesh)
     kept = _stored_dtype(workdir, overrides)
     if kept:
         overrides += kept
@@ -175,6 +177,21 @@ def _cmd_train(args) -> int:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in ev.items())
     print(f"trained {cfg.name} to step {summary['step']} in {workdir}" + (f"; test {shown}" if shown else ""))
     return 0
+
+
+def _devices_for_mesh(spec: str) -> None:
+    """On a CPU, ``--mesh data=2,fsdp=2`` gets the 4 XLA devices it names (before JAX's backend starts, unless
+    XLA_FLAGS sets a count): a CPU has one device otherwise. A spec without ``data`` leaves the count to JAX."""
+    from aigc_jax.train import host
+
+    sizes = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        if not value.strip().isdigit():
+            return  # the mesh parser reports the mistake in its own words
+        sizes[name.strip()] = int(value)
+    if "data" in sizes:
+        host.prepare_cpu_devices(math.prod(sizes.values()))
 
 
 def _stored_dtype(workdir: Path, overrides: list[str]) -> list[str]:

@@ -73,3 +73,14 @@ def test_the_cli_keeps_compiled_programs_in_its_cache_unless_told_not_to(tmp_pat
         run = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
                              check=True)
         assert run.stdout.split()[-1] == "-"  # off, or the user's own cache is kept
+
+
+def test_a_mesh_on_the_command_line_gets_its_cpu_devices(tmp_path):
+    env = {"PATH": "", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=1",
+           "AIGC_JAX_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "aigc_jax.cli", "train", "vae-mnist", "--workdir", str(tmp_path / "run"),
+           "--steps", "2", "--mesh", "data=2", "--set", "model.hidden=8", "--set", "data.batch_size=8",
+           "--set", "train.num_eval_batches=1", "--set", "train.sample_every=0", "--no-progress"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["mesh"] == "data=2"
