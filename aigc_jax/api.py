@@ -227,13 +227,16 @@ def sample_text(workdir: str | Path, num: int = 1, *, prompt: str | None = None,
 
 def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = None, seed: int | None = None,
              step: int | None = None, importance_samples: int = 0, extractor: str = "",
-             inception_weights: str | None = None, progress: bool = True, ensemble: bool = False) -> dict:
+             inception_weights: str | None = None, progress: bool = True, ensemble: bool = False,
+             settings: dict | None = None) -> dict:
     """The metrics a trained run's model declares (``metrics``: a subset of ``model.spec.metrics``, default its
     ``default_metrics``) on the test split, as a flat dict: ``test_*`` from its own test metrics, NLL and bits/dim
     from its likelihood, FID/KID/IS/precision-recall/label accuracy from samples. ``num_samples``: test examples
     (loss, nll) or generated samples (sample metrics, default 10,000); ``seed`` defaults to the run's train seed.
     A population reports each member, the mean, the standard deviation and a 95% interval; ``ensemble`` adds the
-    members' mixture: its likelihood (``nll``) and its samples (the sample metrics)."""
+    members' mixture: its likelihood (``nll``) and its samples (the sample metrics). ``settings``: the sampler
+    settings of the sample metrics (``{"steps": 20, "sampler": "heun", "guidance": 2.0}`` for a diffusion
+    model), recorded with the declared defaults of the rest as ``sample_settings``."""
     from aigc_jax.metrics.sample_quality import default_extractor
     from aigc_jax.train.evaluation import evaluate_state
 
@@ -243,7 +246,7 @@ def evaluate(workdir: str | Path, metrics=None, *, num_samples: int | None = Non
         raise UserError("inception weights are for the inception-v3 extractor (choose it with extractor="
                         "'inception-v3')")
     kwargs = dict(num_samples=num_samples, seed=seed, importance_samples=importance_samples, extractor=extractor,
-                  extractor_options=options, progress=progress)
+                  extractor_options=options, progress=progress, settings=settings or {})
     if setup.population > 1 or ensemble:
         from aigc_jax.train.evaluation import evaluate_population
 

@@ -31,6 +31,17 @@ def _on_sigterm(signum, frame):
     raise _Terminated
 
 
+def _add_sampler_flags(p) -> None:
+    """The sampler settings of diffusion and flow models (any declared setting through --setting)."""
+    p.add_argument("--steps", type=int, help="diffusion/flow models: sampler steps (default: the model's)")
+    p.add_argument("--sampler", help="diffusion/flow models: ddim, ddpm (ancestral), euler or heun (flow)")
+    p.add_argument("--guidance", type=float, help="conditional diffusion/flow models: classifier-free guidance "
+                                                  "weight (0 unconditional, 1 conditional)")
+    p.add_argument("--eta", type=float, help="diffusion/flow models: the ddim sampler's stochasticity (0..1)")
+    p.add_argument("--setting", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="any sampler setting the model declares (repeatable)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="aigc-jax", description="Generative models in JAX, trained by one sharded trainer.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, required=True)
@@ -76,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, help="text models: keep the k most likely tokens (0: all)")
     s.add_argument("--top-p", type=float, help="text models: nucleus sampling mass (1: off)")
     s.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    _add_sampler_flags(s)
     s.add_argument("--input", metavar="PATH",
                    help="image-to-image models: translate this .png/.jpg or .npz (array x) instead of test images")
     s.add_argument("--split", choices=("test", "train"),
@@ -102,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--last", type=int, required=True, metavar="K", help="how many of the latest checkpoints")
     a.add_argument("--out", required=True, metavar="RUN_DIR", help="the new run directory (must not exist)")
 
+    x = sub.add_parser("export", help="write a run's sampler as a jax.export artifact that runs with JAX alone "
+                                      "(OUT_DIR/sample.jaxexport + manifest.json)")
+    x.add_argument("workdir")
+    x.add_argument("out_dir", help="a new or empty folder")
+    x.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    x.add_argument("--member", type=int, help="which member of a population")
+    x.add_argument("--prompt-length", type=int, help="token models: the prompt input's length (default 1)")
+    x.add_argument("--platforms", default="cpu,cuda,tpu", help="comma-separated lowering platforms "
+                                                               "(default: cpu,cuda,tpu)")
+    _add_sampler_flags(x)
+
     e = sub.add_parser("eval", help="evaluate a trained run on the test split; writes WORKDIR/eval.json")
     e.add_argument("workdir")
     e.add_argument("--metrics", default="",
@@ -121,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--importance-samples", type=int, default=0, metavar="K",
                    help="importance samples for the nll of latent-variable models (default: the model's)")
     e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    _add_sampler_flags(e)
     e.add_argument("--ensemble", action="store_true",
                    help="a population's ensemble beside its best and mean member: the mixture likelihood for nll "
                         "(log-mean-exp over members; next-token for GPTs), the samples of the members' mixture "
@@ -252,6 +276,26 @@ def _freeze_overrides(cfg, pattern: str) -> list[str]:
     return [f"players.{name}.optim.freeze={pattern}" for name in hit]
 
 
+def _sampler_settings(args, model) -> dict:
+    """The settings given by --steps/--sampler/--guidance/--eta and --setting NAME=VALUE, parsed to the model's
+    declared types (a `UserError` for a setting the model does not declare)."""
+    from aigc_jax.core.contract import parse_settings
+    from aigc_jax.core.errors import UserError
+
+    texts = {}
+    for item in args.settings:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise UserError(f"--setting {item!r}: expected NAME=VALUE")
+        texts[name.strip()] = value.strip()
+    for flag in ("steps", "sampler", "guidance", "eta"):
+        if getattr(args, flag) is not None:
+            texts[flag] = str(getattr(args, flag))
+    if texts and not any(c.static for c in model.spec.conditions):
+        raise UserError(f"--{next(iter(texts))}: this model has no sampler settings")
+    return parse_settings(model, texts)
+
+
 def _cmd_sample(args) -> int:
     from aigc_jax import api
     from aigc_jax.core.config import check_seed
@@ -270,6 +314,7 @@ def _cmd_sample(args) -> int:
         except UserError as e:
             raise UserError(f"--out: {e}") from None
     name = cfg.name
+    settings = _sampler_settings(args, model)
     text_flags = {"prompt": args.prompt, "tokens": args.tokens, "temperature": args.temperature,
                   "top_k": args.top_k, "top_p": args.top_p}
     given = {k: v for k, v in text_flags.items() if v is not None}
@@ -281,7 +326,8 @@ def _cmd_sample(args) -> int:
             raise UserError(f"--out {args.out}: text models write a .txt file")
         prompt = given.pop("prompt", None)
         num = 1 if args.num is None else args.num
-        texts = api.sample_text(args.workdir, num, prompt=prompt, seed=args.seed, step=args.step, **given)
+        texts = api.sample_text(args.workdir, num, prompt=prompt, seed=args.seed, step=args.step,
+                                **{**settings, **given})
         joined = "\n\n---\n\n".join(texts)
         if args.out:
             from aigc_jax.train.writers import save_text
@@ -336,7 +382,7 @@ def _cmd_sample(args) -> int:
         from aigc_jax.core.contract import grid_conditions
 
         cond = grid_conditions(model.spec, num)
-    images = api.sample(args.workdir, num, seed=args.seed, step=args.step, **cond)
+    images = api.sample(args.workdir, num, seed=args.seed, step=args.step, **cond, **settings)
     out = save_grid(images, args.out)
     print(f"wrote {num} samples from {args.workdir} to {out}")
     return 0
@@ -387,6 +433,24 @@ def _cmd_average(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from aigc_jax import api
+    from aigc_jax.export import export_run
+
+    _, model = api.run_model(args.workdir)
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    m = export_run(args.workdir, args.out_dir, step=args.step, member=args.member,
+                   settings=_sampler_settings(args, model), prompt_length=args.prompt_length, platforms=platforms)
+    shapes = ", ".join(f"{i['name']} {i['dtype']}[{', '.join(map(str, i['shape']))}]" for i in m["inputs"])
+    out = m["outputs"][0]
+    compiled = (f"; first call here {m['first_call_compile_seconds']:.1f} s"
+                if m["first_call_compile_seconds"] is not None else "")
+    print(f"wrote {args.out_dir}: {m['experiment']} step {m['step']}, {m['size_bytes'] / 1e6:.1f} MB for "
+          f"{', '.join(m['platforms'])}{compiled}; ({shapes}) -> {out['dtype']}[{', '.join(map(str, out['shape']))}]"
+          + (f"; settings {m['settings']}" if m["settings"] else ""))
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from aigc_jax import api
     from aigc_jax.core.errors import UserError
@@ -412,7 +476,7 @@ def _cmd_eval(args) -> int:
     result = api.evaluate(args.workdir, args.metrics or None, num_samples=args.num_samples or None,
                           step=args.step, importance_samples=args.importance_samples, extractor=args.extractor,
                           inception_weights=args.inception_weights, progress=not args.no_progress,
-                          ensemble=args.ensemble)
+                          ensemble=args.ensemble, settings=_sampler_settings(args, model))
     _write_json(out, result)
     for k, v in result.items():
         if k == "members":
@@ -459,12 +523,12 @@ def _main(argv: list[str] | None) -> int:
     quiet_libtpu_if_no_tpu()  # before any JAX backend starts
     try:
         args = _parser().parse_args(argv)
-        if args.command in ("train", "sample", "eval", "average"):
+        if args.command in ("train", "sample", "eval", "average", "export"):
             from aigc_jax.train import host
 
             host.use_compilation_cache()
         return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "compile": _cmd_compile,
-                "average": _cmd_average, "eval": _cmd_eval}[args.command](args)
+                "average": _cmd_average, "eval": _cmd_eval, "export": _cmd_export}[args.command](args)
     except _CLIError as e:
         print(str(e), file=sys.stderr)
         return 2

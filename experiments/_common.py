@@ -75,3 +75,29 @@ def gan_experiment(name: str, model, *, steps: int, lr: float = 2e-4, betas: tup
         train=TrainConfig(steps=steps, log_every=100, eval_every=every, sample_every=every, checkpoint_every=every,
                           keep_checkpoints=2, num_eval_batches=2, num_samples=num_samples),
     )
+
+
+def diffusion_experiment(name: str, model_name: str, model, *, steps: int, lr: float = 5e-4, batch_size: int = 128,
+                         warmup_steps: int = 200, every: int = 1000, dataset: str = "mnist",
+                         num_samples: int = 100) -> ExperimentConfig:
+    """A one-player diffusion/flow experiment: Adam with a linear warm-up and cosine decay to 0, global-norm
+    clipping at 1, continuous pixel intensities; the model keeps its own moving average for sampling."""
+    from aigc_jax.core.config import DataConfig, OptimConfig, PlayerConfig
+
+    optim = OptimConfig(name="adam", lr=lr, schedule="cosine", warmup_steps=warmup_steps, clip_norm=1.0)
+    return ExperimentConfig(
+        name=name,
+        model_name=model_name,
+        model=model,
+        data=DataConfig(name=dataset, batch_size=batch_size, eval_batch_size=500, binarize="none"),
+        players=(PlayerConfig(name="denoiser", optim=optim),),
+        train=TrainConfig(steps=steps, log_every=100, eval_every=every, sample_every=every, checkpoint_every=every,
+                          keep_checkpoints=2, num_eval_batches=4, num_samples=num_samples),
+    )
+
+
+def tiny_diffusion(config: ExperimentConfig, **model_changes) -> ExperimentConfig:
+    """The few-step version of a diffusion experiment: an 8-channel, two-level U-Net, 4 sampler steps."""
+    changes = dict(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(7,),
+                   sample_steps=4, ema_decay=0.9)
+    return tiny(config, **{**changes, **model_changes})

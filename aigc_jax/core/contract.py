@@ -58,13 +58,14 @@ class Condition:
     - ``"image"``: float32 images ``[num, *shape]`` in [0, 1] (an image-to-image model's inputs);
     - ``"tokens"``: int32 token ids ``[P]`` or ``[num, P]`` in ``0..vocab_size-1`` (a prompt);
     - ``"setting"``: one Python number for the whole call (new tokens, temperature), static under ``jax.jit``,
-      in ``[low, high]`` (``low_open`` excludes ``low``).
+      in ``[low, high]`` (``low_open`` excludes ``low``); or, with ``dtype="str"``, one of ``choices`` (a
+      diffusion model's sampler name).
     ``default`` fills in a missing setting; ``required`` conditions have none.
     """
 
     name: str
     kind: Literal["label", "image", "tokens", "setting"]
-    dtype: Literal["int32", "float32"] = "int32"
+    dtype: Literal["int32", "float32", "str"] = "int32"
     required: bool = False
     num_classes: int = 0  # label
     vocab_size: int = 0  # tokens
@@ -72,6 +73,7 @@ class Condition:
     low: float | None = None  # setting
     high: float | None = None
     low_open: bool = False
+    choices: tuple[str, ...] = ()  # a str setting
     default: Any = None
     doc: str = ""
 
@@ -87,6 +89,8 @@ class Condition:
             return f"{self.name}: float images [num, {', '.join(map(str, self.shape))}] in [0, 1]"
         if self.kind == "tokens":
             return f"{self.name}: token ids in 0..{self.vocab_size - 1}, [P] or [num, P]"
+        if self.dtype == "str":
+            return f"{self.name}: one of {', '.join(self.choices)}"
         return f"{self.name}: {'an integer' if self.dtype == 'int32' else 'a number'} {self._range()}"
 
     def _range(self) -> str:
@@ -369,8 +373,43 @@ def validate_conditions(model: GenerativeModel, num: int, conditions: dict) -> d
     return out
 
 
+def parse_settings(model: GenerativeModel, texts: dict[str, str]) -> dict:
+    """Command-line ``NAME=VALUE`` texts of a model's settings as Python values of their declared dtypes (int,
+    float or str); an undeclared name or an unparsable value is a `UserError` naming what is accepted. Ranges are
+    checked later, by `validate_conditions`."""
+    declared = {c.name: c for c in model.spec.conditions if c.static}
+    out = {}
+    for name, text in texts.items():
+        c = declared.get(name)
+        if c is None:
+            accepted = "; ".join(c.describe() for c in declared.values()) or "none"
+            raise UserError(f"{type(model).__name__} has no sampler setting {name!r}; its settings: {accepted}")
+        try:
+            out[name] = {"int32": int, "float32": float, "str": str}[c.dtype](text)
+        except ValueError:
+            raise UserError(f"setting {name}={text!r}: expected {c.describe().split(': ', 1)[1]}") from None
+    return out
+
+
+def validate_settings(model: GenerativeModel, settings: dict) -> dict:
+    """Settings alone checked against ``model.spec`` (an undeclared name, a value of the wrong type or out of range
+    is a `UserError`), with the declared defaults of the others filled in."""
+    declared = {c.name: c for c in model.spec.conditions if c.static}
+    name = type(model).__name__
+    unknown = sorted(set(settings) - set(declared))
+    if unknown:
+        accepted = "; ".join(c.describe() for c in declared.values()) or "none"
+        raise UserError(f"{name} has no sampler setting {', '.join(map(repr, unknown))}; its settings: {accepted}")
+    return {k: _check_condition(c, settings[k], 1, name) if k in settings else c.default
+            for k, c in declared.items()}
+
+
 def _check_condition(c: Condition, value, num: int, model_name: str):
     where = f"{model_name}.sample condition {c.name}"
+    if c.static and c.dtype == "str":
+        if not isinstance(value, str) or value not in c.choices:
+            raise UserError(f"{where}={value!r}: expected one of {', '.join(c.choices)}")
+        return value
     if c.static:
         if isinstance(value, jax.core.Tracer) or (np.ndim(value) != 0):
             raise UserError(f"{where}={value!r}: expected one Python number (a setting, static under jit)")
@@ -447,6 +486,8 @@ def check_model(model: GenerativeModel) -> None:
             raise TypeError(f"{cls.__name__}: tokens condition {c.name!r} needs vocab_size >= 1")
         if c.kind == "setting" and c.required is False and c.default is None:
             raise TypeError(f"{cls.__name__}: setting {c.name!r} needs a default")
+        if c.kind == "setting" and (c.dtype == "str") != bool(c.choices):
+            raise TypeError(f"{cls.__name__}: setting {c.name!r}: a str setting, and only it, lists its choices")
     if len({c.name for c in spec.conditions}) != len(spec.conditions):
         raise TypeError(f"{cls.__name__} declares a condition twice")
     unknown = [m for m in (*spec.metrics, *spec.default_metrics) if m not in METRIC_GROUPS]

@@ -62,6 +62,9 @@ def likelihood_metrics(setup, state, split: str = "test", max_examples: int = 0,
     src = sources.for_experiment(cfg, split, spec)
     # An importance-weighted estimate decodes k samples per example: at most 200 examples a batch.
     bs = batch_size or (min(cfg.data.eval_batch_size, 200) if latent else cfg.data.eval_batch_size)
+    if max_examples and not batch_size:  # a few examples of a costly likelihood (a diffusion bound): no padding
+        ways = setup.mesh.size
+        bs = min(bs, -(-max_examples // ways) * ways)
 
     def nll_sum(state, batch, mask, key):
         data_key, _ = jax.random.split(key)

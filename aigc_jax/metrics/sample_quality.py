@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from aigc_jax.core.contract import SAMPLE_METRIC_GROUPS, sampling_params
+from aigc_jax.core.contract import SAMPLE_METRIC_GROUPS, sampling_params, validate_settings
 from aigc_jax.core.errors import UserError
 from aigc_jax.metrics import distribution
 from aigc_jax.metrics.features import FeatureExtractor, get_extractor
@@ -87,18 +87,21 @@ def reference_features(extractor: FeatureExtractor, source, dataset: str, split:
     return result
 
 
-def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress: bool = True):
+def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress: bool = True,
+             settings: dict | None = None):
     """``num`` images from the model's sampler in batches (one compile), with labels ``i % K`` for conditional
     models; returns ``(images [num, H, W, C] float32 in [0, 1], labels [num] or None)``.
 
     ``state`` may be a list of M states of the same model (a population's members): then batch b is drawn from
-    member ``b % M``, an equal-weight mixture of the members' distributions (every sample from one member)."""
+    member ``b % M``, an equal-weight mixture of the members' distributions (every sample from one member).
+    ``settings``: the sampler's settings (static; validated before any sampling)."""
     model = setup.model
     states = state if isinstance(state, list | tuple) else [state]
     members = [sampling_params(model, s["params"], s["model_state"]) for s in states]
     label = model.spec.condition("label")
     ncls = label.num_classes if label is not None else 0
-    fn = jax.jit(lambda p, k, c: model.sample(p, k, batch_size, **c))
+    settings = validate_settings(model, dict(settings or {}))
+    fn = jax.jit(lambda p, k, c: model.sample(p, k, batch_size, **c, **settings))
     key = jax.random.key(seed)
     images, labels = [], []
     for i, start in enumerate(tqdm(range(0, num, batch_size), desc="samples", unit="batch", disable=not progress)):
@@ -114,7 +117,7 @@ def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress:
 
 def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str = "", num_samples: int = 10_000,
                      extractor_options: dict | None = None, seed: int = 0, batch_size: int = 500,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, settings: dict | None = None) -> dict:
     """The requested sample metrics of a trained image model against its dataset's test split (``state``: one
     state, or a list of member states whose mixture is evaluated, see `generate`)."""
     from aigc_jax.data import sources
@@ -137,7 +140,7 @@ def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str =
     dataset = cfg.data.name + (f":{cfg.data.path}" if cfg.data.path else "")
     ref = reference_features(ext, sources.for_experiment(cfg, "test"), dataset, "test", batch_size=batch_size,
                              progress=progress)
-    images, labels = generate(setup, state, num_samples, seed, batch_size, progress)
+    images, labels = generate(setup, state, num_samples, seed, batch_size, progress, settings)
     # Samples are rounded to 8 bits, like the references and like the reference tools' inputs (PNG files for
     # pytorch-fid and TTUR, uint8 tensors for torch-fidelity and clean-fid).
     images = np.round(np.clip(images, 0.0, 1.0) * 255.0) / np.float32(255.0)
@@ -145,6 +148,8 @@ def evaluate_samples(setup, state, metrics: tuple[str, ...], *, extractor: str =
     fake_f, fake_p = out["features"], _softmax(out["logits"])
     result: dict = {"extractor": ext.id, "reference": {k: ref[k] for k in ("dataset", "split", "count", "data_sha256")},
                     "num_samples": num_samples, "sample_seed": seed, "sample_quantization": "uint8"}
+    if any(c.static for c in spec.conditions):
+        result["sample_settings"] = validate_settings(setup.model, dict(settings or {}))
     if isinstance(state, list | tuple):
         result["mixture_of"] = len(state)
     if "fid" in metrics:

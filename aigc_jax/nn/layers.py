@@ -38,6 +38,14 @@ def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, c // (r * r))
 
 
+def space_to_depth(x: jax.Array, r: int = 2) -> jax.Array:
+    """``[B, r*H, r*W, C] -> [B, H, W, r*r*C]``, the inverse of `depth_to_space` (non-overlapping r x r patches
+    on the channel axis, as a patch-size-r stem reads them)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // r, r, w // r, r, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // r, w // r, r * r * c)
+
+
 def conv_as_matmul(conv, x: jax.Array) -> jax.Array:
     """``conv(x)`` for an ``nnx.Conv`` (NHWC, no dilation or groups), computed as an explicit patch matrix times the
     reshaped kernel: the `patches` of the padded input (the ``kh * kw`` strided slices concatenated on the channel

@@ -51,7 +51,7 @@ def resolve_metrics(model, name: str, metrics=None) -> tuple[str, ...]:
 
 def evaluate_state(setup, state, step: int, metrics=None, *, num_samples: int | None = None, seed: int | None = None,
                    importance_samples: int = 0, extractor: str = "", extractor_options: dict | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, settings: dict | None = None) -> dict:
     """The requested (default: declared default) metric groups of ``state`` on the test split, as one flat dict
     (what ``eval.json`` holds). ``num_samples``: test examples for ``loss``/``nll`` (default: all), generated
     samples for the sample metrics (default 10,000); ``seed`` defaults to the run's ``train.seed``."""
@@ -72,8 +72,12 @@ def evaluate_state(setup, state, step: int, metrics=None, *, num_samples: int | 
         raise UserError("importance samples are for the nll metric; add it to the metrics")
     if (extractor or extractor_options) and not any(m in SAMPLE_METRIC_GROUPS for m in wanted):
         raise UserError("a feature extractor is for the sample metrics (fid, kid, is, pr, label_accuracy)")
+    settings = dict(settings or {})
+    if settings and not any(m in SAMPLE_METRIC_GROUPS for m in wanted):
+        raise UserError(f"sampler settings ({', '.join(settings)}) are for the sample metrics (fid, kid, is, pr, "
+                        "label_accuracy)")
     options = dict(num_samples=num_samples, seed=seed, importance_samples=importance_samples, extractor=extractor,
-                   extractor_options=extractor_options, progress=progress)
+                   extractor_options=extractor_options, progress=progress, settings=settings)
     result.update(_metric_groups(setup, state, wanted, **options))
     if "ema" in state:  # the trainer's moving averages, reported beside the raw weights
         averaged = _metric_groups(setup, averaged_state(state), wanted, **options)
@@ -83,7 +87,7 @@ def evaluate_state(setup, state, step: int, metrics=None, *, num_samples: int | 
 
 
 def _metric_groups(setup, state, wanted, *, num_samples, seed, importance_samples, extractor, extractor_options,
-                   progress) -> dict:
+                   progress, settings) -> dict:
     from aigc_jax.metrics.likelihood import likelihood_metrics
     from aigc_jax.metrics.sample_quality import evaluate_samples
 
@@ -99,7 +103,7 @@ def _metric_groups(setup, state, wanted, *, num_samples, seed, importance_sample
         out.update(evaluate_samples(setup, state, sample_metrics, extractor=extractor,
                                     num_samples=num_samples or 10_000, extractor_options=extractor_options,
                                     seed=seed, batch_size=min(setup.config.data.eval_batch_size, 500),
-                                    progress=progress))
+                                    progress=progress, settings=settings))
     return out
 
 
@@ -157,7 +161,8 @@ def evaluate_population(setup, state, step: int, metrics=None, *, ensemble: bool
                                         num_samples=options.get("num_samples") or 10_000,
                                         extractor_options=options.get("extractor_options"), seed=seed,
                                         batch_size=min(cfg.data.eval_batch_size, 500),
-                                        progress=options.get("progress", True)))
+                                        progress=options.get("progress", True),
+                                        settings=options.get("settings")))
         numbers = [key for key, v in mix.items() if isinstance(v, float) and key in members[0]
                    and not key.endswith("_std") and not key.startswith("real_")]
         result["ensemble"] = {
