@@ -83,19 +83,22 @@ def best_seconds(fn, args, rounds: int, reps: int) -> float:
     return best
 
 
-def readme_block(begin: str, end: str, text: str, what: str, command: str, write: bool, check: bool) -> int:
+def readme_block(begin: str, end: str, text: str, what: str, command: str, write: bool, check: bool,
+                 readme: str = "README.md") -> int:
     """Print ``text`` (a generated README table), or with ``write`` put it between the ``begin`` and ``end``
-    markers of README.md, or with ``check`` return 1 when README.md's block differs from it."""
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    markers of ``readme`` (README.md, or benchmarks/README.md; relative to the repository), or with ``check``
+    return 1 when that block differs from it."""
+    name = readme
+    readme = Path(__file__).resolve().parent.parent / readme
     doc = readme.read_text()
     start, stop = doc.index(begin) + len(begin), doc.index(end)
     if check:
         same = doc[start:stop].strip() == text.strip()
-        print(f"README.md's {what} matches the JSON" if same else f"README.md's {what} differs: run {command}")
+        print(f"{name}'s {what} matches the JSON" if same else f"{name}'s {what} differs: run {command}")
         return 0 if same else 1
     if write:
         readme.write_text(doc[:start] + "\n" + text + "\n" + doc[stop:])
-        print("wrote README.md")
+        print(f"wrote {name}")
     else:
         print(text)
     return 0

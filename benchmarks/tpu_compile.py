@@ -2,9 +2,9 @@
 
     python benchmarks/tpu_compile.py zoo      # every experiment on v5p-8, v5p-64, v5p-256 -> tpu_compile_zoo.json
     python benchmarks/tpu_compile.py search   # the largest GPT on v5p-64 -> tpu_compile_gpt_search.json
-    python benchmarks/tpu_compile.py table    # the README's TPU table from those two files
-    python benchmarks/tpu_compile.py table --write   # replace it between the markers in README.md
-    python benchmarks/tpu_compile.py table --check   # exit 1 when README.md's table differs from the JSON
+    python benchmarks/tpu_compile.py table    # benchmarks/README.md's TPU table from those two files
+    python benchmarks/tpu_compile.py table --write   # replace it between the markers in benchmarks/README.md
+    python benchmarks/tpu_compile.py table --check   # exit 1 when benchmarks/README.md's table differs from the JSON
 
 Needs libtpu (``pip install -e ".[tpu]"``); no TPU is attached: each point runs ``aigc-jax compile ... --json`` in
 its own process (libtpu's compiler, this host's CPU) and the JSON keeps its whole report, with the host.
@@ -156,8 +156,8 @@ def table() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("zoo", "search", "table"))
-    p.add_argument("--write", action="store_true", help="table: replace it in README.md")
-    p.add_argument("--check", action="store_true", help="table: exit 1 when README.md's table differs")
+    p.add_argument("--write", action="store_true", help="table: replace it in benchmarks/README.md")
+    p.add_argument("--check", action="store_true", help="table: exit 1 when benchmarks/README.md's table differs")
     args = p.parse_args()
     if args.what == "zoo":
         run_zoo()
@@ -165,7 +165,7 @@ def main() -> int:
         run_search()
     else:
         return readme_block(BEGIN, END, table(), "TPU table", "python benchmarks/tpu_compile.py table --write",
-                            args.write, args.check)
+                            args.write, args.check, readme="benchmarks/README.md")
     return 0
 
 

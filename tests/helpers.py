@@ -31,7 +31,7 @@ def png_size(path) -> tuple[int, int]:
 # In the default run, one tiny experiment per code path; these differ from one there only in a scalar or a data
 # transform (beta-vae: the KL weight; gpt-shakespeare-char-cpu: no dropout, and its run is trained in test_gpt;
 # pix2pix-cifar-color: a colour-to-grey input instead of a downscaled one; ddpm-cifar10 and flow-cifar10: the
-# mnist configurations' code at 32x32x3; cddpm-mnist: cflow-mnist's label path on ddpm-mnist's process) and run
-# under `-m slow`.
+# mnist configurations' code at 32x32x3; cddpm-mnist: cflow-mnist's label path on ddpm-mnist's process;
+# flow-mnist: cflow-mnist's process without labels, ddpm-mnist's unconditional U-Net) and run under `-m slow`.
 COVERED = ("beta-vae-mnist", "gpt-shakespeare-char-cpu", "pix2pix-cifar-color", "ddpm-cifar10", "flow-cifar10",
-           "cddpm-mnist")
+           "cddpm-mnist", "flow-mnist")

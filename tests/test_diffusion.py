@@ -185,24 +185,34 @@ def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
     np.testing.assert_allclose(guided(x, t), 2 * c - u, atol=1e-5)
 
 
+def _unet_forward(shape, mults, patch):
+    """A tiny U-Net's output on three random images, initialised and applied under jit (fast to compile)."""
+    def make():
+        return UNet(shape, 8, mults, 1, (7, 8), 0.0, 10, patch_size=patch, rngs=nnx.Rngs(0))
+
+    graph, _ = nnx.split(nnx.eval_shape(make))
+    x = jax.random.normal(jax.random.key(0), (3, *shape))
+    apply = jax.jit(lambda s, x: nnx.merge(graph, s)(x, jnp.array([1.0, 500.0, 999.0]), jnp.array([0, 5, 10])))
+    return apply(jax.jit(lambda: nnx.state(make()))(), x), x
+
+
 def test_unet_shapes_batch_equivariance_and_conditioning():
     for shape, mults, patch in (((28, 28, 1), (1, 2, 2), 1), ((28, 28, 1), (1, 2), 2), ((32, 32, 3), (1, 2, 2, 2),
                                                                                           1)):
-        net = UNet(shape, 8, mults, 1, (7, 8), 0.0, 10, patch_size=patch, rngs=nnx.Rngs(0))
-        x = jax.random.normal(jax.random.key(0), (3, *shape))
-        out = net(x, jnp.array([1.0, 500.0, 999.0]), jnp.array([0, 5, 10]))
+        out, x = _unet_forward(shape, mults, patch)
         assert out.shape == x.shape
         np.testing.assert_array_equal(out, 0.0)  # zero-initialised output convolution
     model, params = _tiny(DDPMModel, DDPMConfig)
     x = jax.random.normal(jax.random.key(2), (5, 8, 8, 1))
     t, y = jnp.array([3, 100, 500, 700, 999]), jnp.array([0, 1, 2, 3, 1])
-    out = model.predict(params, x, t, y)
+    predict = jax.jit(model.predict)
+    out = predict(params, x, t, y)
     perm = jnp.array([4, 2, 0, 1, 3])
-    np.testing.assert_allclose(model.predict(params, x[perm], t[perm], y[perm]), out[perm], atol=1e-5)
-    one = model.predict(params, x[:1], t[:1], y[:1])  # no example sees another (GroupNorm is per example)
+    np.testing.assert_allclose(predict(params, x[perm], t[perm], y[perm]), out[perm], atol=1e-5)
+    one = jax.jit(model.predict)(params, x[:1], t[:1], y[:1])  # no example sees another (per-example GroupNorm)
     np.testing.assert_allclose(one, out[:1], atol=1e-5)
-    assert float(jnp.max(jnp.abs(model.predict(params, x, t + 1, y) - out))) > 1e-4
-    assert float(jnp.max(jnp.abs(model.predict(params, x, t, (y + 1) % 3) - out))) > 1e-4
+    assert float(jnp.max(jnp.abs(predict(params, x, t + 1, y) - out))) > 1e-4
+    assert float(jnp.max(jnp.abs(predict(params, x, t, (y + 1) % 3) - out))) > 1e-4
 
 
 def test_discretized_decoder_is_a_distribution_and_the_bound_is_finite():
