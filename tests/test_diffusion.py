@@ -197,8 +197,7 @@ def _unet_forward(shape, mults, patch):
 
 
 def test_unet_shapes_batch_equivariance_and_conditioning():
-    for shape, mults, patch in (((28, 28, 1), (1, 2, 2), 1), ((28, 28, 1), (1, 2), 2), ((32, 32, 3), (1, 2, 2, 2),
-                                                                                          1)):
+    for shape, mults, patch in (((28, 28, 1), (1, 2, 2), 1), ((28, 28, 1), (1, 2), 2), ((16, 16, 3), (1, 2, 2), 1)):
         out, x = _unet_forward(shape, mults, patch)
         assert out.shape == x.shape
         np.testing.assert_array_equal(out, 0.0)  # zero-initialised output convolution

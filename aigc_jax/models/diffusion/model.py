@@ -137,20 +137,19 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
         self.process = config.process()
         c = config
         max_steps = c.timesteps if isinstance(c, DDPMConfig) else 100_000
-        conds = []
-        if c.num_classes:
-            conds.append(Condition("label", "label", num_classes=c.num_classes,
-                                   doc="the class of each sample; none samples unconditionally"))
-        conds += [
+        conds = [
             Condition("steps", "setting", low=1, high=max_steps, default=c.sample_steps,
                       doc="sampler steps"),
             Condition("sampler", "setting", dtype="str", choices=samplers.sampler_names(self.process),
                       default=c.sampler, doc="the sampler"),
-            Condition("guidance", "setting", dtype="float32", low=0.0, default=c.guidance,
-                      doc="classifier-free guidance weight (0 unconditional, 1 conditional)"),
             Condition("eta", "setting", dtype="float32", low=0.0, high=1.0, default=c.eta,
                       doc="the ddim sampler's stochasticity (0 deterministic, 1 ancestral)"),
         ]
+        if c.num_classes:  # guidance only where there is a label to guide by (elsewhere it would do nothing)
+            conds[:0] = [Condition("label", "label", num_classes=c.num_classes,
+                                   doc="the class of each sample; none samples unconditionally")]
+            conds.insert(3, Condition("guidance", "setting", dtype="float32", low=0.0, default=c.guidance,
+                                      doc="classifier-free guidance weight (0 unconditional, 1 conditional)"))
         sample_metrics = ("fid", "kid", "is", "pr", *(("label_accuracy",) if c.num_classes else ()))
         likelihood = ("nll",) if isinstance(self, Likelihood) else ()
         self._spec = ModelSpec(output="image", shape=tuple(c.image_shape), conditions=tuple(conds),
