@@ -162,12 +162,16 @@ def _tiny(cls, cfg_cls, **changes):
                   attention_resolutions=(4,), num_classes=3, ema_decay=0.0, **changes)
     cfg.validate()
     model = cls(cfg)
-    params, _ = model.init(jax.random.key(0))
-    # A fresh U-Net predicts zero (its last convolutions start at zero): perturb every weight.
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = treedef.unflatten([x + 0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)])
-    return model, params
+
+    @jax.jit  # one compile instead of the eager U-Net initialisation (seconds of op-by-op dispatch)
+    def init():
+        params, _ = model.init(jax.random.key(0))
+        # A fresh U-Net predicts zero (its last convolutions start at zero): perturb every weight.
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(1), len(leaves))
+        return treedef.unflatten([x + 0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)])
+
+    return model, init()
 
 
 def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
@@ -180,9 +184,9 @@ def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
     np.testing.assert_allclose(model.sample(params, key, 4, label=labels, steps=3, guidance=1.0), cond, atol=1e-5)
     # w = 2 extrapolates the prediction: 2 cond - uncond, one step at a time.
     x, t = jax.random.normal(key, (4, 8, 8, 1)), jnp.full((4,), 0.6)
-    c, u = model.predict(params, x, t, labels), model.predict(params, x, t, None)
-    guided = samplers.guided(lambda x, t, y: model.predict(params, x, t, y), labels, 3, 2.0)
-    np.testing.assert_allclose(guided(x, t), 2 * c - u, atol=1e-5)
+    c, u, g = jax.jit(lambda p, x, t, y: (model.predict(p, x, t, y), model.predict(p, x, t, None), samplers.guided(
+        lambda x, t, y: model.predict(p, x, t, y), y, 3, 2.0)(x, t)))(params, x, t, labels)
+    np.testing.assert_allclose(g, 2 * c - u, atol=1e-5)
 
 
 def _unet_forward(shape, mults, patch):
