@@ -38,13 +38,12 @@ def _training(run: pathlib.Path) -> dict:
     wall_time at zero; the trainer drops the rows past the checkpoint it resumed from), with each logged rate."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in rows if r.get("kind") == "train"]
-    total, last = 0.0, 0.0
+    total, last, segments = 0.0, 0.0, 1
     for r in rows:
-        if r["wall_time"] < last:
-            total += last
+        if r["wall_time"] < last:  # a resumed segment starts here
+            total, segments = total + last, segments + 1
         last = r["wall_time"]
-    return {"steps": train[-1]["step"], "wall_seconds": round(total + last, 1),
-            "segments": 1 + sum(b["wall_time"] < a["wall_time"] for a, b in zip(rows, rows[1:], strict=False)),
+    return {"steps": train[-1]["step"], "wall_seconds": round(total + last, 1), "segments": segments,
             "steps_per_sec_logged": [round(r["steps_per_sec"], 3) for r in train]}
 
 

@@ -68,7 +68,7 @@ def splits_well(config) -> bool:
     ``cpu_data_parallel``, measured per family)."""
     from aigc_jax.core.registry import model_entry
 
-    return bool(getattr(model_entry(config.model_name).model_cls, "cpu_data_parallel", False))
+    return bool(model_entry(config.model_name).model_cls.cpu_data_parallel)  # declared by GenerativeModel
 
 
 def data_ways(batch_size: int, cores: int) -> int:
