@@ -1,4 +1,4 @@
-"""The ``aigc-jax`` command line: list, train, sample, compile, average, eval.
+"""The ``aigc-jax`` command line: list, train, sample, compile, bench, average, eval, export.
 
 Thin on purpose: it parses flags and calls the Python API. Every user mistake ends as one line on stderr and exit
 status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
@@ -108,6 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-sampler", action="store_true", help="compile only the train step")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    b = sub.add_parser("bench", help="steps/s, examples/s, compile time and MFU of experiments' default train "
+                                     "steps on this machine (the fast defaults train would use), against a matmul "
+                                     "peak measured in the same run")
+    b.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="default: every registered experiment")
+    b.add_argument("--seconds", type=float, default=10.0, help="timed seconds per experiment (at least 3 steps; "
+                                                               "default 10)")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field in every experiment (repeatable)")
+    b.add_argument("--no-fast-defaults", action="store_true", help="one XLA device and the experiments' precision")
+    b.add_argument("--out", metavar="FILE.json", help="also write the JSON here (not overwritten if it exists)")
+    b.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+
     a = sub.add_parser("average", help="average a run's last K checkpoints into a new run directory (for eval, "
                                        "sample, load and --init-from)")
     a.add_argument("workdir")
@@ -192,7 +204,11 @@ def _cmd_train(args) -> int:
         overrides += kept
         cfg = get_config(args.experiment, overrides)
     if not args.no_fast_defaults and os.environ.get("AIGC_JAX_FAST_DEFAULTS", "1") != "0":
-        cfg = _with_fast_defaults(args.experiment, cfg, overrides)
+        from aigc_jax.train import host
+
+        cfg, line = host.fast_config(args.experiment, cfg, overrides)
+        if line:
+            print(line)
     summary = train(cfg, workdir, progress=not args.no_progress)
     if "message" in summary:
         print(summary["message"])
@@ -230,27 +246,6 @@ def _stored_dtype(workdir: Path, overrides: list[str]) -> list[str]:
     except (OSError, ValueError, AttributeError):
         return []  # no run there yet, or one the trainer reports in its own words
     return [f"model.compute_dtype={stored}"] if isinstance(stored, str) else []
-
-
-def _with_fast_defaults(experiment: str, cfg, overrides: list[str]):
-    """``cfg`` with `aigc_jax.train.host`'s choices for this CPU, announced in one line: one XLA device per core
-    (as many as split the batch evenly) for models that run faster so, unless a mesh or a device count was
-    chosen, and bfloat16 compute unless a compute dtype was chosen (or kept by a resumed run)."""
-    from aigc_jax.api import get_config
-    from aigc_jax.train import host
-
-    ways = 0
-    if not cfg.mesh and cfg.train.population == 1 and host.splits_well(cfg):
-        ways = host.prepare_cpu_devices(host.data_ways(cfg.data.batch_size, host.cpu_cores()))
-    import jax
-
-    if jax.devices()[0].platform != "cpu":
-        return cfg
-    extra = [] if any(o.startswith("model.compute_dtype=") for o in overrides) else host.bf16_override(cfg)
-    line = host.describe(ways, extra)
-    if line:
-        print(line)
-    return get_config(experiment, [*overrides, *extra]) if extra else cfg
 
 
 def _freeze_overrides(cfg, pattern: str) -> list[str]:
@@ -385,6 +380,33 @@ def _cmd_sample(args) -> int:
     images = api.sample(args.workdir, num, seed=args.seed, step=args.step, **cond, **settings)
     out = save_grid(images, args.out)
     print(f"wrote {num} samples from {args.workdir} to {out}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    from aigc_jax.api import get_config
+    from aigc_jax.core.errors import UserError
+    from aigc_jax.core.registry import list_experiments
+    from aigc_jax.train import bench
+    from aigc_jax.train.writers import save_text
+
+    names = args.experiments or list_experiments()
+    for name in names:
+        get_config(name, list(args.overrides))  # an unknown experiment or override: one line, before any work
+    if not args.seconds > 0:
+        raise UserError(f"--seconds {args.seconds}: expected a positive number")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        raise UserError(f"--out {out} exists; choose a new file")
+    result = bench.bench(names, list(args.overrides), args.seconds, fast=not args.no_fast_defaults and
+                         os.environ.get("AIGC_JAX_FAST_DEFAULTS", "1") != "0",
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        save_text(text + "\n", out)
+    print(text if args.json else bench.table(result))
     return 0
 
 
@@ -528,6 +550,7 @@ def _main(argv: list[str] | None) -> int:
 
             host.use_compilation_cache()
         return {"list": _cmd_list, "train": _cmd_train, "sample": _cmd_sample, "compile": _cmd_compile,
+                "bench": _cmd_bench,
                 "average": _cmd_average, "eval": _cmd_eval, "export": _cmd_export}[args.command](args)
     except _CLIError as e:
         print(str(e), file=sys.stderr)

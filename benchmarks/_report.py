@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
+
+from aigc_jax.train.bench import best_seconds, matmul_peak  # noqa: F401  (the scripts import them from here)
 
 
 def omp_wait_policy() -> str:
@@ -44,14 +45,6 @@ def emit(result: dict, out: str = "") -> None:
         Path(out).write_text(text + "\n")
 
 
-def matmul_peak(n: int, dtype: str = "float32", reps: int = 20) -> float:
-    """Measured FLOP/s of XLA's ``n x n x n`` matrix product in ``dtype`` on the default device."""
-    import jax
-
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    return 2 * n**3 / best_seconds(jax.jit(lambda x: x @ x), (a,), rounds=3, reps=reps)
-
-
 def paced_steps(step, state, batches):
     """``state, metrics = step(state, batch)`` over ``batches``, paced as the trainer paces its steps
     (`meshlib.InFlight`); returns the final ``(state, metrics)`` once the state is ready."""
@@ -65,22 +58,6 @@ def paced_steps(step, state, batches):
         in_flight.push(metrics)
     jax.block_until_ready(state)
     return state, metrics
-
-
-def best_seconds(fn, args, rounds: int, reps: int) -> float:
-    """Seconds per call of the JAX function ``fn(*args)``: one warm-up call, then the best of ``rounds`` rounds of
-    ``reps`` back-to-back calls (the last result awaited)."""
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(reps):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t) / reps)
-    return best
 
 
 def readme_block(begin: str, end: str, text: str, what: str, command: str, write: bool, check: bool,

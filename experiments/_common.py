@@ -97,7 +97,8 @@ def diffusion_experiment(name: str, model_name: str, model, *, steps: int, lr: f
 
 
 def tiny_diffusion(config: ExperimentConfig, **model_changes) -> ExperimentConfig:
-    """The few-step version of a diffusion experiment: an 8-channel, two-level U-Net, 4 sampler steps."""
-    changes = dict(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(7,),
+    """The few-step version of a diffusion experiment: an 8-channel U-Net of one level (attention at 14x14 with
+    2x2 patches; the levels' down- and up-sampling are tested in tests/test_diffusion.py), 4 sampler steps."""
+    changes = dict(channels=8, channel_mults=(1,), num_res_blocks=1, attention_resolutions=(14,),
                    sample_steps=4, ema_decay=0.9)
     return tiny(config, **{**changes, **model_changes})

@@ -29,5 +29,5 @@ def base():
 
 
 def get_config(name: str = ""):
-    return variant(name, {"": base, "tiny": lambda: tiny_diffusion(base(), timesteps=20,
+    return variant(name, {"": base, "tiny": lambda: tiny_diffusion(base(), timesteps=20, channel_mults=(1, 2),
                                                                    attention_resolutions=(16,))})

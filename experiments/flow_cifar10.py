@@ -25,4 +25,5 @@ def base():
 
 
 def get_config(name: str = ""):
-    return variant(name, {"": base, "tiny": lambda: tiny_diffusion(base(), attention_resolutions=(16,))})
+    return variant(name, {"": base, "tiny": lambda: tiny_diffusion(base(), channel_mults=(1, 2),
+                                                                   attention_resolutions=(16,))})

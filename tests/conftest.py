@@ -34,6 +34,12 @@ if "AIGC_JAX_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, _features, ignore_errors=True)
     os.environ["AIGC_JAX_CACHE"] = _features
 
+# Tiny trained runs shared by the test modules and workers (`tests.helpers.tiny_run`), one folder per session.
+if "AIGC_JAX_TEST_RUNS" not in os.environ:
+    _runs = tempfile.mkdtemp(prefix="aigc-jax-test-runs-")
+    atexit.register(shutil.rmtree, _runs, ignore_errors=True)
+    os.environ["AIGC_JAX_TEST_RUNS"] = _runs
+
 # The CLI's fast defaults (one device per core, bfloat16 on CPUs that have it) would make a test's numerics depend
 # on the host; tests/test_host.py turns them on where it checks them.
 os.environ["AIGC_JAX_FAST_DEFAULTS"] = "0"

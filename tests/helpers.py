@@ -1,5 +1,10 @@
 """Shared test helpers."""
 
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
 import jax
 import numpy as np
 from PIL import Image
@@ -35,3 +40,23 @@ def png_size(path) -> tuple[int, int]:
 # flow-mnist: cflow-mnist's process without labels, ddpm-mnist's unconditional U-Net) and run under `-m slow`.
 COVERED = ("beta-vae-mnist", "gpt-shakespeare-char-cpu", "pix2pix-cifar-color", "ddpm-cifar10", "flow-cifar10",
            "cddpm-mnist", "flow-mnist")
+
+
+def tiny_run(name: str) -> Path:
+    """The run directory of experiment ``name``'s tiny configuration trained for 2 steps (checkpoint at 2), made
+    once per test session and shared by every module and pytest-xdist worker that asks (a file lock makes a
+    second asker wait for the first). Callers only read it: load, sample, evaluate, export."""
+    import aigc_jax
+    from aigc_jax.core import config as cfglib
+    from aigc_jax.core.registry import get_config
+
+    root = Path(os.environ["AIGC_JAX_TEST_RUNS"])
+    wd, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(wd, ignore_errors=True)  # a half-made run of an asker that failed
+            cfg = cfglib.apply_overrides(get_config(name, "tiny"), ["train.steps=2", "train.checkpoint_every=2"])
+            aigc_jax.train(cfg, wd, progress=False)
+            done.touch()
+    return wd

@@ -95,3 +95,6 @@ def test_readme_is_a_front_page_and_its_table_matches_the_json():
     out = subprocess.run([sys.executable, "-m", "benchmarks.pipeline_table", "--check"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-m", "benchmarks.speed_table", "--check"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

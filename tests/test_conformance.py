@@ -29,7 +29,7 @@ from aigc_jax.data import sources
 from aigc_jax.data.pipeline import train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import build_setup
-from tests.helpers import COVERED, tree_equal
+from tests.helpers import COVERED, tiny_run, tree_equal
 
 EXPERIMENTS = list_experiments()
 
@@ -229,12 +229,8 @@ TRAINED = [pytest.param(n, marks=() if n in DEFAULT_TRAINED else pytest.mark.slo
 
 
 @pytest.fixture(scope="module", params=TRAINED)
-def trained(request, tmp_path_factory):
-    name = request.param
-    wd = tmp_path_factory.mktemp("conf") / name
-    cfg = cfglib.apply_overrides(get_config(name, "tiny"), ["train.steps=2", "train.checkpoint_every=2"])
-    aigc_jax.train(cfg, wd, progress=False)
-    return name, wd
+def trained(request):
+    return request.param, tiny_run(request.param)
 
 
 def _conditions(model, num, x=None):

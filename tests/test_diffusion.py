@@ -177,11 +177,12 @@ def _tiny(cls, cfg_cls, **changes):
 def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
     model, params = _tiny(FlowModel, FlowConfig, sampler="euler", clip_denoised=False)
     key, labels = jax.random.key(5), jnp.array([0, 1, 2, 1])
-    uncond = model.sample(params, key, 4, steps=3)
-    cond = model.sample(params, key, 4, label=labels, steps=3)
+    sample = jax.jit(model.sample, static_argnums=2, static_argnames=("steps", "guidance"))  # compiled, not eager
+    uncond = sample(params, key, 4, steps=3)
+    cond = sample(params, key, 4, label=labels, steps=3)
     assert float(jnp.max(jnp.abs(uncond - cond))) > 1e-3  # the label matters
-    np.testing.assert_allclose(model.sample(params, key, 4, label=labels, steps=3, guidance=0.0), uncond, atol=1e-5)
-    np.testing.assert_allclose(model.sample(params, key, 4, label=labels, steps=3, guidance=1.0), cond, atol=1e-5)
+    np.testing.assert_allclose(sample(params, key, 4, label=labels, steps=3, guidance=0.0), uncond, atol=1e-5)
+    np.testing.assert_allclose(sample(params, key, 4, label=labels, steps=3, guidance=1.0), cond, atol=1e-5)
     # w = 2 extrapolates the prediction: 2 cond - uncond, one step at a time.
     x, t = jax.random.normal(key, (4, 8, 8, 1)), jnp.full((4,), 0.6)
     c, u, g = jax.jit(lambda p, x, t, y: (model.predict(p, x, t, y), model.predict(p, x, t, None), samplers.guided(
@@ -201,7 +202,7 @@ def _unet_forward(shape, mults, patch):
 
 
 def test_unet_shapes_batch_equivariance_and_conditioning():
-    for shape, mults, patch in (((28, 28, 1), (1, 2, 2), 1), ((28, 28, 1), (1, 2), 2), ((16, 16, 3), (1, 2, 2), 1)):
+    for shape, mults, patch in (((28, 28, 1), (1, 2, 2), 1), ((16, 16, 3), (1, 2), 2)):
         out, x = _unet_forward(shape, mults, patch)
         assert out.shape == x.shape
         np.testing.assert_array_equal(out, 0.0)  # zero-initialised output convolution
@@ -248,3 +249,5 @@ def test_sampler_settings_are_validated():
         model.sample(params, key, 2, guidance=-1.0)
     with pytest.raises(UserError, match="model.sampler='heun': expected one of ddim, ddpm"):
         DDPMConfig(sampler="heun").validate()
+    with pytest.raises(UserError, match=r"\[5\] is not a feature-map size of this U-Net \(its levels are 14, 7\)"):
+        DDPMConfig(attention_resolutions=(7, 5), patch_size=2).validate()

@@ -16,8 +16,7 @@ import pytest
 
 import aigc_jax
 from aigc_jax import cli
-from aigc_jax.core import config as cfglib
-from aigc_jax.core.registry import get_config
+from tests.helpers import tiny_run
 
 B = 3
 CASES = {  # experiment: (export settings, conditions per row)
@@ -25,7 +24,7 @@ CASES = {  # experiment: (export settings, conditions per row)
     "cvae-mnist": ({}, "label"),
     "dcgan-mnist": ({}, None),
     "pix2pix-mnist": ({}, "input"),
-    "gpt-shakespeare-char": ({"tokens": 4, "temperature": 0.8}, "prompt"),
+    "gpt-shakespeare-char-cpu": ({"tokens": 4, "temperature": 0.8}, "prompt"),
 }
 
 
@@ -72,9 +71,7 @@ def _conditions(gen, kind, i):
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     for name, (settings, kind) in CASES.items():
-        wd = root / name
-        cfg = cfglib.apply_overrides(get_config(name, "tiny"), ["train.steps=2", "train.checkpoint_every=2"])
-        aigc_jax.train(cfg, wd, progress=False)
+        wd = tiny_run(name)  # the runs test_conformance.py checks (made once per session)
         flags = [f"--setting={k}={v}" for k, v in settings.items()]
         assert cli.main(["export", str(wd), str(root / f"{name}.out"), *flags]) == 0
         gen = aigc_jax.load(wd)
@@ -141,12 +138,12 @@ def test_manifest_describes_the_artifact(exported):
     assert m["settings"] == {"steps": 3, "sampler": "heun", "guidance": 2.0, "eta": 0.0}
     assert m["size_bytes"] == (exported / "cflow-mnist.out" / "sample.jaxexport").stat().st_size
     assert m["first_call_compile_seconds"] > 0
-    gpt = json.loads((exported / "gpt-shakespeare-char.out" / "manifest.json").read_text())
+    gpt = json.loads((exported / "gpt-shakespeare-char-cpu.out" / "manifest.json").read_text())
     assert [i["shape"] for i in gpt["inputs"]] == [["b", 2], ["b", 1]] and gpt["outputs"][0]["dtype"] == "int32"
 
 
 def test_export_refuses_a_used_folder_and_bad_settings(exported, capsys):
-    wd = exported / "cflow-mnist"
+    wd = tiny_run("cflow-mnist")
     used = exported / "cflow-mnist.out"
     before = sorted(p.name for p in used.iterdir())
     assert cli.main(["export", str(wd), str(used)]) == 2

@@ -94,13 +94,15 @@ def generate(setup, state, num: int, seed: int, batch_size: int = 500, progress:
 
     ``state`` may be a list of M states of the same model (a population's members): then batch b is drawn from
     member ``b % M``, an equal-weight mixture of the members' distributions (every sample from one member).
-    ``settings``: the sampler's settings (static; validated before any sampling)."""
+    ``settings``: the sampler's settings (static; validated before any sampling). Batches hold ``batch_size``
+    samples, or ``num`` when that is fewer."""
     model = setup.model
     states = state if isinstance(state, list | tuple) else [state]
     members = [sampling_params(model, s["params"], s["model_state"]) for s in states]
     label = model.spec.condition("label")
     ncls = label.num_classes if label is not None else 0
     settings = validate_settings(model, dict(settings or {}))
+    batch_size = min(batch_size, num)  # fewer samples than a batch: one batch of exactly that many
     fn = jax.jit(lambda p, k, c: model.sample(p, k, batch_size, **c, **settings))
     key = jax.random.key(seed)
     images, labels = [], []

@@ -105,6 +105,24 @@ def describe(ways: int, overrides: list[str]) -> str:
     return "fast defaults for this CPU: " + "; ".join(said) + " (--no-fast-defaults turns them off)"
 
 
+def fast_config(experiment: str, cfg, overrides: list[str]):
+    """``(cfg with this CPU's choices, the start-up line)``: one XLA device per core (as many as split the batch
+    evenly) for models that run faster so, unless a mesh or a device count was chosen, and bfloat16 compute
+    unless ``overrides`` choose a compute dtype (or keep the one of a resumed run). Call it before JAX's backend
+    starts (the device split is fixed then); off a CPU, ``cfg`` unchanged."""
+    from aigc_jax.api import get_config
+
+    ways = 0
+    if not cfg.mesh and cfg.train.population == 1 and splits_well(cfg):
+        ways = prepare_cpu_devices(data_ways(cfg.data.batch_size, cpu_cores()))
+    import jax
+
+    if jax.devices()[0].platform != "cpu":
+        return cfg, ""
+    extra = [] if any(o.startswith("model.compute_dtype=") for o in overrides) else bf16_override(cfg)
+    return (get_config(experiment, [*overrides, *extra]) if extra else cfg), describe(ways, extra)
+
+
 def use_compilation_cache() -> str:
     """Point JAX's persistent compilation cache at ``$AIGC_JAX_CACHE/xla`` (default ``~/.cache/aigc_jax/xla``)
     unless one is configured already (``JAX_COMPILATION_CACHE_DIR``, ``jax.config``) or ``AIGC_JAX_COMPILE_CACHE=0``.

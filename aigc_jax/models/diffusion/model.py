@@ -52,7 +52,7 @@ class DiffusionConfig(ModelConfig):
     channels: int = 32  # the U-Net's base width
     channel_mults: tuple[int, ...] = (1, 2)  # one per resolution level
     num_res_blocks: int = 2
-    attention_resolutions: tuple[int, ...] = (7,)  # the feature-map sizes with self-attention
+    attention_resolutions: tuple[int, ...] = (14,)  # the feature-map sizes (after patching) with self-attention
     dropout: float = 0.1
     patch_size: int = 1  # > 1: the U-Net runs on non-overlapping p x p patches (space-to-depth)
     num_classes: int = 0  # > 0: class-conditional, with the null class for guidance
@@ -78,6 +78,11 @@ class DiffusionConfig(ModelConfig):
             if (h >> level) % 2 or (w >> level) % 2:
                 raise UserError(f"the U-Net halves {h}x{w} {len(self.channel_mults) - 1} times: level {level} "
                                 f"({h >> level}x{w >> level}) is odd; use fewer model.channel_mults")
+        sizes = [h >> level for level in range(len(self.channel_mults))]  # the feature-map height per level
+        missing = [r for r in self.attention_resolutions if r not in sizes]
+        if missing:
+            raise UserError(f"model.attention_resolutions {tuple(self.attention_resolutions)}: {missing} is not a "
+                            f"feature-map size of this U-Net (its levels are {', '.join(map(str, sizes))})")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_dropout < 1.0:
             raise UserError("model.dropout and model.label_dropout must be in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
