@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
-from aigc_jax.train.bench import best_seconds, matmul_peak  # noqa: F401  (the scripts import them from here)
+from aigc_jax.train.bench import best_seconds, host_info, matmul_peak  # noqa: F401  (the scripts import them from here)
 
 
 def omp_wait_policy() -> str:
@@ -28,13 +27,7 @@ class LoadAverage:
 
 def host() -> dict:
     """The CPU the figures come from (sessions land on different hosts: the same script gives other numbers)."""
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cpu": model or platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    return host_info()
 
 
 def emit(result: dict, out: str = "") -> None:
@@ -79,3 +72,15 @@ def readme_block(begin: str, end: str, text: str, what: str, command: str, write
     else:
         print(text)
     return 0
+
+
+def readme_table_main(description: str, begin: str, end: str, table, what: str, command: str) -> int:
+    """The ``[--write | --check]`` command line of a script that generates one README table (`readme_block`);
+    ``table()`` makes its text."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--write", action="store_true")
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args()
+    return readme_block(begin, end, table(), what, command, args.write, args.check)

@@ -8,12 +8,11 @@ benchmarks/results/peers_cpu.json (`python -m benchmarks.peers`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
-from benchmarks._report import readme_block
+from benchmarks._report import readme_table_main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,12 +45,8 @@ def table() -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--write", action="store_true")
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args()
-    return readme_block(BEGIN, END, table(), "speed table", "python -m benchmarks.speed_table --write",
-                        args.write, args.check)
+    return readme_table_main(__doc__.splitlines()[0], BEGIN, END, table, "speed table",
+                             "python -m benchmarks.speed_table --write")
 
 
 if __name__ == "__main__":
