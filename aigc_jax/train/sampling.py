@@ -33,9 +33,20 @@ def draw(setup, state: dict, num: int, seed: int, conditions: dict | None = None
     arrays = {k: v for k, v in conditions.items() if k not in static}
     params = sampling_params(model, state["params"], state["model_state"])
     validate_conditions(model, num, conditions)  # before tracing: concrete values are range-checked here
-    fn = jax.jit(lambda p, k, c: model.sample(p, k, num, **c, **settings),
-                 out_shardings=meshlib.replicated(setup.mesh))
+    fn = _sampler(setup, num, settings)
     return np.asarray(jax.device_get(fn(params, jax.random.key(seed), arrays)))
+
+
+def _sampler(setup, num: int, settings: dict):
+    """The jitted sampler for ``num`` samples with these settings, made once per setup: the trainer's sample hook
+    draws the same samples every ``sample_every`` steps, and a fresh ``jax.jit`` each time would trace, lower and
+    compile them again."""
+    key = (num, tuple(sorted(settings.items())))
+    if key not in setup.samplers:
+        model = setup.model
+        setup.samplers[key] = jax.jit(lambda p, k, c: model.sample(p, k, num, **c, **settings),
+                                      out_shardings=meshlib.replicated(setup.mesh))
+    return setup.samplers[key]
 
 
 def panel_images(setup, state: dict, num: int, seed: int, split: str = "test") -> np.ndarray:

@@ -55,6 +55,11 @@ class Setup:
         return averaged_state(state) if self.config.train.sample_weights == "ema" else state
 
     @functools.cached_property
+    def samplers(self) -> dict:
+        """Jitted samplers by (sample count, settings), made by `aigc_jax.train.sampling.draw`."""
+        return {}
+
+    @functools.cached_property
     def transform(self):
         return make_device_transform(self.config.data)
 

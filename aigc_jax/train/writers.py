@@ -90,6 +90,24 @@ def _step_of(line: str) -> int | None:
         return None
 
 
+def _summary_writer_class():
+    """tensorboardX's ``SummaryWriter``, imported without torch: tensorboardX imports torch whenever it is
+    installed, only to accept torch tensors, and that import takes seconds (2.5 s of a 2-core CPU run's start-up);
+    the writer here is only given Python floats. Where torch is imported already, nothing is hidden."""
+    import sys
+
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes ``import torch`` raise ImportError, which tensorboardX handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class RunWriter:
     """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard.
 
@@ -104,8 +122,7 @@ class RunWriter:
         self._t0 = time.time()
         self._tb = None
         if enabled:
-            from tensorboardX import SummaryWriter
-
+            SummaryWriter = _summary_writer_class()
             log = self.workdir / "metrics.jsonl"
             if log.is_file():
                 lines = log.read_text().splitlines(keepends=True)
