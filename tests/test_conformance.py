@@ -109,7 +109,7 @@ def fixed_batch(request, devices):
     setup = build_setup(cfg, meshlib.make_mesh("", devices[:1]))
     it = train_iterator(sources.for_experiment(cfg, "train", setup.model.spec), cfg.data, setup.examples_per_step)
     batch = _device_batch(setup, next(it))
-    params, state = setup.model.init(jax.random.key(0))
+    params, state = jax.jit(setup.model.init)(jax.random.key(0))  # eager, op by op, takes seconds
     return cfg, setup.model, params, state, batch
 
 

@@ -121,7 +121,17 @@ class Setup:
     def init_state(self, seed: int):
         """A fresh state created directly with its shardings (never materialised unsharded); member i of a
         population is the state of a single run with seed ``seed + i`` (and its learning rates times
-        ``train.population_lr_scale[i]``)."""
+        ``train.population_lr_scale[i]``). One compiled program for every seed (`_init_fn`)."""
+        scales = self.config.train.population_lr_scale
+        if self.population == 1:
+            return self._init_fn(seed, jnp.float32(scales[0]) if scales else None)
+        seeds = seed + jnp.arange(self.population, dtype=jnp.uint32)
+        factors = jnp.asarray(scales or [1.0] * self.population, jnp.float32)
+        return self._init_fn(seeds, factors)
+
+    @functools.cached_property
+    def _init_fn(self):
+        """``(seed, lr scale) -> state``, jitted once per setup (vmapped over the members of a population)."""
         scales = self.config.train.population_lr_scale
 
         def one(seed, scale):
@@ -130,11 +140,7 @@ class Setup:
                 state["opt_state"] = {name: set_lr_scale(s, scale) for name, s in state["opt_state"].items()}
             return state
 
-        if self.population == 1:
-            return jax.jit(one, out_shardings=self.state_shardings)(seed, jnp.float32(scales[0]) if scales else None)
-        seeds = seed + jnp.arange(self.population, dtype=jnp.uint32)
-        factors = jnp.asarray(scales or [1.0] * self.population, jnp.float32)
-        return jax.jit(jax.vmap(one), out_shardings=self.state_shardings)(seeds, factors)
+        return jax.jit(one if self.population == 1 else jax.vmap(one), out_shardings=self.state_shardings)
 
 
 def ema_players(config: ExperimentConfig) -> dict[str, tuple[float, bool]]:
