@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from aigc_jax.nn import conv_as_matmul, dropout, ema_update, ema_warmup_decay, patches
+from aigc_jax.nn import ParamKeys, conv_as_matmul, dropout, ema_update, ema_warmup_decay, patches
+from aigc_jax.nn.unet import UNet
+from tests.helpers import tree_equal
 
 # -- dropout --------------------------------------------------------------------------------------------------
 
@@ -128,3 +130,21 @@ def test_ema_warmup_decay_equals_the_formula_it_replaced():
         np.testing.assert_array_equal(out, before)
     np.testing.assert_allclose(ema_warmup_decay(0.999, jnp.int32(1)), 2 / 11)  # the first update: mostly params
     assert float(ema_warmup_decay(0.999, jnp.int32(100_000))) == np.float32(0.999)
+
+
+def test_param_keys_build_the_same_parameters_as_nnx_rngs_and_trace_no_counter():
+    """A small U-Net (Linear, Conv, GroupNorm, Embed) built with `ParamKeys(key)` has exactly the parameters of one
+    built with `nnx.Rngs(key)` (from a key and from an int seed); its trace has no counter updates."""
+    def build(rngs):
+        return UNet((8, 8, 1), 8, (1,), 1, (), 0.0, 3, rngs=rngs)
+
+    def params(key, cls):
+        return nnx.to_pure_dict(nnx.state(build(cls(key)), nnx.Param))
+
+    key = jax.random.key(5)
+    a = jax.jit(lambda k: params(k, nnx.Rngs))(key)
+    b = jax.jit(lambda k: params(k, ParamKeys))(key)
+    assert len(jax.tree.leaves(a)) > 20 and tree_equal(a, b)
+    assert tree_equal(jax.jit(lambda: params(3, nnx.Rngs))(), jax.jit(lambda: params(3, ParamKeys))())
+    counters = jax.make_jaxpr(lambda k: params(k, nnx.Rngs))(key).eqns
+    assert len(jax.make_jaxpr(lambda k: params(k, ParamKeys))(key).eqns) < len(counters)

@@ -9,6 +9,7 @@ from aigc_jax.nn.ema import ema_update as ema_update
 from aigc_jax.nn.ema import ema_warmup_decay as ema_warmup_decay
 from aigc_jax.nn.kernels import reverse_mode_kernels as reverse_mode_kernels
 from aigc_jax.nn.kernels import reverse_mode_kernels_enabled as reverse_mode_kernels_enabled
+from aigc_jax.nn.layers import ParamKeys as ParamKeys
 from aigc_jax.nn.layers import conv_as_matmul as conv_as_matmul
 from aigc_jax.nn.layers import depth_to_space as depth_to_space
 from aigc_jax.nn.layers import dropout as dropout

@@ -34,7 +34,7 @@ from aigc_jax.core.errors import UserError
 from aigc_jax.core.paths import key_name
 from aigc_jax.models.autoregressive.sampling import decode_loop
 from aigc_jax.nn.attention import causal_attention
-from aigc_jax.nn.layers import dropout
+from aigc_jax.nn.layers import ParamKeys, dropout
 from aigc_jax.nn.linear import dense
 from aigc_jax.parallel.mesh import BATCH_AXES, constrain
 
@@ -243,8 +243,8 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
                                data_dims=config.context, metrics=("loss", "nll"), default_metrics=("loss", "nll"),
                                per_example_loss=config.dropout == 0)
         with nnx.use_eager_sharding(False):
-            abstract = nnx.eval_shape(lambda: GPTNetwork(config, nnx.Rngs(0)))
-            block_abstract = nnx.eval_shape(lambda: Block(config, nnx.Rngs(0)))
+            abstract = nnx.eval_shape(lambda: GPTNetwork(config, ParamKeys(0)))
+            block_abstract = nnx.eval_shape(lambda: Block(config, ParamKeys(0)))
         self._graphdef, abstract_state = nnx.split(abstract)
         self._logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_state))
         self._block_graphdef, block_state = nnx.split(block_abstract)
@@ -306,11 +306,11 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
     def init(self, key):
         cfg = self.config
         with nnx.use_eager_sharding(False):
-            net = GPTNetwork(cfg, nnx.Rngs(key))
+            net = GPTNetwork(cfg, ParamKeys(key))
             params = nnx.to_pure_dict(nnx.state(net))
             if cfg.scan_layers:
                 def one_block(k):
-                    return nnx.to_pure_dict(nnx.state(Block(cfg, nnx.Rngs(k))))
+                    return nnx.to_pure_dict(nnx.state(Block(cfg, ParamKeys(k))))
 
                 params["blocks"] = jax.vmap(one_block)(jax.random.split(jax.random.fold_in(key, 1), cfg.layers))
         return {"gpt": params}, {}

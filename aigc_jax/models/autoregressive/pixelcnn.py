@@ -22,7 +22,7 @@ from flax import nnx
 from aigc_jax.core.config import ModelConfig
 from aigc_jax.core.contract import Condition, Extras, GenerativeModel, Likelihood, ModelSpec, bits_per_dim
 from aigc_jax.core.errors import UserError
-from aigc_jax.nn.layers import patches
+from aigc_jax.nn.layers import ParamKeys, patches
 from aigc_jax.nn.linear import dense
 
 
@@ -139,7 +139,7 @@ class PixelCNN(GenerativeModel, Likelihood, Extras):
                                data_dims=math.prod(config.image_shape),
                                metrics=("loss", "nll", "fid", "kid", "is", "pr", *(("label_accuracy",) if k else ())),
                                default_metrics=("loss", "nll"), per_example_loss=True)
-        abstract = nnx.eval_shape(lambda: PixelCNNNetwork(config, nnx.Rngs(0)))
+        abstract = nnx.eval_shape(lambda: PixelCNNNetwork(config, ParamKeys(0)))
         self._graphdef, _ = nnx.split(abstract)
 
     @property
@@ -147,7 +147,7 @@ class PixelCNN(GenerativeModel, Likelihood, Extras):
         return self._spec
 
     def init(self, key):
-        return {"pixelcnn": nnx.to_pure_dict(nnx.state(PixelCNNNetwork(self.config, nnx.Rngs(key))))}, {}
+        return {"pixelcnn": nnx.to_pure_dict(nnx.state(PixelCNNNetwork(self.config, ParamKeys(key))))}, {}
 
     def logits(self, params, x, label=None):
         if self.config.num_classes and label is None:

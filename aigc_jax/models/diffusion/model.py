@@ -41,6 +41,7 @@ from aigc_jax.core.contract import (
 from aigc_jax.core.errors import UserError
 from aigc_jax.models.diffusion import processes, samplers
 from aigc_jax.nn.ema import ema_update, ema_warmup_decay
+from aigc_jax.nn.layers import ParamKeys
 from aigc_jax.nn.unet import UNet
 
 
@@ -160,7 +161,7 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
         self._spec = ModelSpec(output="image", shape=tuple(c.image_shape), conditions=tuple(conds),
                                data_dims=math.prod(c.image_shape), metrics=("loss", *likelihood, *sample_metrics),
                                default_metrics=("loss", *sample_metrics))
-        self._graph, _ = nnx.split(nnx.eval_shape(lambda: self._make(nnx.Rngs(0))))
+        self._graph, _ = nnx.split(nnx.eval_shape(lambda: self._make(ParamKeys(0))))
 
     def _make(self, rngs):
         c = self.config
@@ -201,7 +202,7 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
 
     # -- the contract ------------------------------------------------------------------------------------------
     def init(self, key):
-        params = {"denoiser": nnx.to_pure_dict(nnx.state(self._make(nnx.Rngs(key)), nnx.Param))}
+        params = {"denoiser": nnx.to_pure_dict(nnx.state(self._make(ParamKeys(key)), nnx.Param))}
         state = {}
         if self.config.ema_decay > 0:
             state = {"ema": jax.tree.map(jnp.copy, params["denoiser"]), "ema_count": jnp.zeros((), jnp.int32)}

@@ -29,6 +29,7 @@ from aigc_jax.core.errors import UserError
 from aigc_jax.models.gan import losses, spectral
 from aigc_jax.models.gan.networks import Discriminator, Generator
 from aigc_jax.nn.ema import ema_update, ema_warmup_decay
+from aigc_jax.nn.layers import ParamKeys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +82,9 @@ class GAN(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
         sample_metrics = ("fid", "kid", "is", "pr", *(("label_accuracy",) if config.num_classes else ()))
         self._spec = ModelSpec(output="image", shape=tuple(config.image_shape), conditions=label,
                                metrics=("loss", *sample_metrics), default_metrics=sample_metrics)
-        gen = nnx.eval_shape(lambda: self._make_generator(nnx.Rngs(0)))
+        gen = nnx.eval_shape(lambda: self._make_generator(ParamKeys(0)))
         self._g_graph, _, _ = nnx.split(gen, nnx.Param, nnx.BatchStat)
-        disc = nnx.eval_shape(lambda: self._make_discriminator(nnx.Rngs(0)))
+        disc = nnx.eval_shape(lambda: self._make_discriminator(ParamKeys(0)))
         self._d_graph, _ = nnx.split(disc, nnx.Param)
         self._has_stats = config.g_norm == "batch"
 
@@ -126,7 +127,7 @@ class GAN(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
     # -- the contract -------------------------------------------------------------------------------------------
     def init(self, key):
         kg, kd, ku = jax.random.split(key, 3)
-        gen, disc = self._make_generator(nnx.Rngs(kg)), self._make_discriminator(nnx.Rngs(kd))
+        gen, disc = self._make_generator(ParamKeys(kg)), self._make_discriminator(ParamKeys(kd))
         g_params = nnx.to_pure_dict(nnx.state(gen, nnx.Param))
         d_params = nnx.to_pure_dict(nnx.state(disc, nnx.Param))
         state: dict = {}

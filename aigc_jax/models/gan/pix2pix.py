@@ -45,7 +45,7 @@ from aigc_jax.core.contract import Condition, Extras, GenerativeModel, ImageToIm
 from aigc_jax.core.errors import UserError
 from aigc_jax.models.gan import losses
 from aigc_jax.models.gan.networks import BatchStatNorm, leaky_stack
-from aigc_jax.nn.layers import depth_to_space, dropout
+from aigc_jax.nn.layers import ParamKeys, depth_to_space, dropout
 
 TASKS = ("upsample4", "colorize")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
@@ -201,9 +201,9 @@ class Pix2Pix(GenerativeModel, ImageToImage, SeparateSamplingWeights, Extras):
             conditions=(Condition("input", "image", dtype="float32", required=True, shape=(h, w, self.in_channels),
                                   doc="the images to translate, in the model's input format (make_input)"),))
         self.baseline_name = "l1_bicubic" if config.task == "upsample4" else "l1_gray"
-        gen = nnx.eval_shape(lambda: self._make_generator(nnx.Rngs(0)))
+        gen = nnx.eval_shape(lambda: self._make_generator(ParamKeys(0)))
         self._g_graph, _, _ = nnx.split(gen, nnx.Param, nnx.BatchStat)
-        disc = nnx.eval_shape(lambda: self._make_discriminator(nnx.Rngs(0)))
+        disc = nnx.eval_shape(lambda: self._make_discriminator(ParamKeys(0)))
         self._d_graph, _ = nnx.split(disc, nnx.Param)
 
     def _make_generator(self, rngs):
@@ -268,7 +268,7 @@ class Pix2Pix(GenerativeModel, ImageToImage, SeparateSamplingWeights, Extras):
 
     def init(self, key):
         kg, kd = jax.random.split(key)
-        gen, disc = self._make_generator(nnx.Rngs(kg)), self._make_discriminator(nnx.Rngs(kd))
+        gen, disc = self._make_generator(ParamKeys(kg)), self._make_discriminator(ParamKeys(kd))
         params = {"generator": nnx.to_pure_dict(nnx.state(gen, nnx.Param)),
                   "discriminator": nnx.to_pure_dict(nnx.state(disc, nnx.Param))}
         return params, {"g_stats": nnx.to_pure_dict(nnx.state(gen, nnx.BatchStat))}

@@ -24,6 +24,7 @@ from aigc_jax.core.contract import Condition, Extras, GenerativeModel, LatentVar
 from aigc_jax.core.errors import UserError
 from aigc_jax.models.vae import likelihoods as lik
 from aigc_jax.models.vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from aigc_jax.nn.layers import ParamKeys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ class VAE(GenerativeModel, LatentVariable, Extras):
                                metrics=("loss", "nll", "fid", "kid", "is", "pr",
                                         *(("label_accuracy",) if config.num_classes else ())),
                                default_metrics=("loss", "nll"))
-        abstract = nnx.eval_shape(lambda: VAENetwork(config, rngs=nnx.Rngs(0)))
+        abstract = nnx.eval_shape(lambda: VAENetwork(config, rngs=ParamKeys(0)))
         self._graphdef, _ = nnx.split(abstract)
         self._log_prob = lik.LOG_PROBS[config.likelihood]
         self._mean = lik.MEANS[config.likelihood]
@@ -110,7 +111,7 @@ class VAE(GenerativeModel, LatentVariable, Extras):
         return self._spec
 
     def init(self, key):
-        net = VAENetwork(self.config, rngs=nnx.Rngs(key))
+        net = VAENetwork(self.config, rngs=ParamKeys(key))
         return {"vae": nnx.to_pure_dict(nnx.state(net))}, {}
 
     def encode(self, params, x, label=None):
