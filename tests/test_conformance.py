@@ -29,7 +29,7 @@ from aigc_jax.data import sources
 from aigc_jax.data.pipeline import train_iterator
 from aigc_jax.parallel import mesh as meshlib
 from aigc_jax.train.setup import build_setup
-from tests.helpers import COVERED, tiny_run, tree_equal
+from tests.helpers import COVERED, random_like, tiny_run, tree_equal
 
 EXPERIMENTS = list_experiments()
 
@@ -93,9 +93,7 @@ def test_declaration_matches_the_implementation(run):
 
 
 def _random_tangent(tree, key):
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)])
+    return random_like(tree, key)
 
 
 def _directional(grad, tangent):

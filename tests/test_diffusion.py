@@ -14,7 +14,9 @@ from flax import nnx
 from aigc_jax.core.errors import UserError
 from aigc_jax.models.diffusion import DDPMConfig, DDPMModel, FlowConfig, FlowModel, processes, samplers
 from aigc_jax.models.diffusion import model as dmodel
+from aigc_jax.nn import ParamKeys
 from aigc_jax.nn.unet import UNet
+from tests.helpers import random_like
 
 MU, SD0 = 0.3, 0.5  # the toy data distribution N(MU, SD0^2) per pixel
 
@@ -167,9 +169,7 @@ def _tiny(cls, cfg_cls, **changes):
     def init():
         params, _ = model.init(jax.random.key(0))
         # A fresh U-Net predicts zero (its last convolutions start at zero): perturb every weight.
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.key(1), len(leaves))
-        return treedef.unflatten([x + 0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)])
+        return jax.tree.map(lambda x, n: x + 0.3 * n, params, random_like(params, jax.random.key(1)))
 
     return model, init()
 
@@ -193,7 +193,7 @@ def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
 def _unet_forward(shape, mults, patch):
     """A tiny U-Net's output on three random images, initialised and applied under jit (fast to compile)."""
     def make():
-        return UNet(shape, 8, mults, 1, (7, 8), 0.0, 10, patch_size=patch, rngs=nnx.Rngs(0))
+        return UNet(shape, 8, mults, 1, (7, 8), 0.0, 10, patch_size=patch, rngs=ParamKeys(0))
 
     graph, _ = nnx.split(nnx.eval_shape(make))
     x = jax.random.normal(jax.random.key(0), (3, *shape))

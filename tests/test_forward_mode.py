@@ -14,13 +14,12 @@ import pytest
 from aigc_jax.models.autoregressive.gpt import GPT, GPTConfig
 from aigc_jax.models.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig
 from aigc_jax.nn import reverse_mode_kernels
+from tests.helpers import random_like
 
 
 def _tangent(tree, seed=7):
     """A random direction in params space, float32 like the params."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)])
+    return random_like(tree, jax.random.key(seed))
 
 
 def _vdot(a, b):
