@@ -90,10 +90,15 @@ def measure(experiment: str, overrides: list[str], seconds: float, fast: bool) -
 
     first = batch()
     t = time.perf_counter()
-    compiled = setup.train_step.lower(state, first).compile()
+    lowered = setup.train_step.lower(state, first)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t
     devices = setup.mesh.devices.size
-    flops = _cost(compiled).get("flops")  # of one device's program
+    # The whole step's FLOPs from the program before XLA's optimisation and partitioning (the model's FLOPs,
+    # not a rematerialised recount). XLA's GPU backend counts none there, and after compiling it leaves its cuDNN
+    # convolutions out (80.8 GFLOP of ddpm-cifar10's 4.48 TFLOP step): no FLOPs and no MFU rather than a wrong
+    # one; benchmarks/diffusion_device.py --count-flops completes such a result on a CPU.
+    flops = _cost(lowered).get("flops")
     in_flight = meshlib.InFlight()
 
     def run(n):
@@ -114,7 +119,7 @@ def measure(experiment: str, overrides: list[str], seconds: float, fast: bool) -
     return {"experiment": experiment, "steps_per_sec": steps / elapsed, "examples_per_sec":
             steps * setup.examples_per_step / elapsed, "batch": setup.examples_per_step,
             "compile_s": compile_s, "timed_steps": steps, "devices": devices, "compute_dtype": dtype,
-            "flops_per_step": flops * devices if flops else None, "fast_defaults": line}
+            "flops_per_step": flops or None, "fast_defaults": line}
 
 
 def _child_main() -> None:
@@ -139,9 +144,11 @@ def bench(experiments: list[str], overrides: list[str], seconds: float, fast: bo
     from aigc_jax.core.errors import UserError
     from aigc_jax.train import host
 
-    peaks = {"float32": matmul_peak(dtype="float32")}
-    if host.native_bf16() and jax.devices()[0].platform == "cpu":
-        peaks["bfloat16"] = matmul_peak(dtype="bfloat16")
+    cpu = jax.devices()[0].platform == "cpu"
+    n = 2048 if cpu else 8192  # an accelerator's peak needs a product several times its cache
+    peaks = {"float32": matmul_peak(n, dtype="float32")}
+    if host.native_bf16() or not cpu:
+        peaks["bfloat16"] = matmul_peak(n, dtype="bfloat16")
     rows = []
     for name in experiments:
         progress(f"bench {name} ...")
