@@ -249,7 +249,9 @@ def main() -> None:
 
     result["torch_threads"] = torch.get_num_threads()
     result["torch"] = torch.__version__
-    result["command"] = "python -m benchmarks.peers --out benchmarks/results/peers_cpu.json"
+    result["command"] = "python -m benchmarks.peers " + " ".join(sys.argv[1:])
+    # Both sides inherit this shell's environment; OpenMP's wait policy changes torch's speed (benchmarks/README.md).
+    result["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     emit(result, args.out)
 
 

@@ -48,6 +48,16 @@ def test_cached_decoding_equals_the_full_forward_at_every_position(small):
         np.testing.assert_allclose(out[:, 0], full[:, t], atol=1e-5)
 
 
+def test_one_position_forward_equals_that_row_of_the_full_forward(small):
+    model, params, toks = small
+    full = model.apply(params, toks)
+    one = jax.jit(lambda at: model.apply(params, toks, at=at))  # a traced index: one program for every position
+    for at in (0, 5, SMALL.context - 1):
+        np.testing.assert_allclose(one(at), full[:, at:at + 1], atol=1e-5)
+    with pytest.raises(ValueError, match="takes no cache"):
+        model.apply(params, toks[:, :1], None, model.init_cache(3), 0, at=0)
+
+
 def test_generate_with_cache_equals_windowed_recompute(small):
     model, params, toks = small
     prompt = toks[:, :4]

@@ -162,9 +162,12 @@ class Block(nnx.Module):
         self.use_bias = cfg.bias
         self.dropout = cfg.dropout
 
-    def __call__(self, x, key, cache=None, pos=None):
+    def __call__(self, x, key, cache=None, pos=None, query_at=None):
         """x [B, T, D] -> [B, T, D]. With ``cache = (k [B, S, N, H], v [B, S, N, H])`` the T new positions start at
-        ``pos``; keys at positions <= each query's are attended. Returns (x, new cache or None)."""
+        ``pos``; keys at positions <= each query's are attended. With ``query_at`` (an index into T, may be traced)
+        only that position's output ``[B, 1, D]`` is computed: every position's keys and values, one query, one
+        MLP row (the causal mask makes it that position's row of the full output). Returns (x, new cache or
+        None)."""
         k1, k2 = (None, None) if key is None else jax.random.split(key)
         y = self.ln1(x)
         b, t, d = y.shape
@@ -176,7 +179,14 @@ class Block(nnx.Module):
         if self.use_bias:
             q, k, v = (z + _bcast(bias[...], 4).astype(z.dtype)
                        for z, bias in ((q, self.bq), (k, self.bk), (v, self.bv)))
-        if cache is None:
+        if query_at is not None:
+            q = jax.lax.dynamic_slice_in_dim(q, query_at, 1, axis=1)
+            x = jax.lax.dynamic_slice_in_dim(x, query_at, 1, axis=1)
+            mask = (jnp.arange(t) <= query_at)[None, None, None, :]  # [1, 1, 1, T]
+            with jax.numpy_dtype_promotion("standard"):  # it promotes bfloat16 with float32 internally
+                att = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            t, new_cache = 1, None
+        elif cache is None:
             att = causal_attention(q, k, v)  # its hand-written VJP inside the train step (nn.reverse_mode_kernels)
             new_cache = None
         else:
@@ -315,10 +325,14 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
                 params["blocks"] = jax.vmap(one_block)(jax.random.split(jax.random.fold_in(key, 1), cfg.layers))
         return {"gpt": params}, {}
 
-    def apply(self, params, tokens, key=None, cache=None, pos=0):
+    def apply(self, params, tokens, key=None, cache=None, pos=0, at=None):
         """Logits float32 ``[B, T, V']`` for tokens ``[B, T]`` at positions ``pos..pos+T-1``, ``V' =
         padded_vocab`` with the padding columns at -inf; with a KV cache (a list of ``(k, v)`` per layer, or one
-        stacked ``(k, v)`` with ``scan_layers``) also returns the updated cache. ``key`` enables dropout."""
+        stacked ``(k, v)`` with ``scan_layers``) also returns the updated cache. ``key`` enables dropout.
+
+        ``at`` (an index into T, may be traced; no cache): only that position's logits ``[B, 1, V']``, equal to
+        ``apply(...)[:, at:at + 1]``. The last block then computes one query and one MLP row, and the output
+        layer one row: a sliding-window sampler needs one position per forward pass."""
         cfg = self.config
         top = params["gpt"]
         if cfg.scan_layers:
@@ -340,13 +354,18 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
         new_cache = []
         if cfg.scan_layers:
             x, new_cache = self._scan_blocks(params["gpt"]["blocks"], x, key, cache, pos)
+        if at is not None and cache is not None:
+            raise ValueError("apply(at=...) computes one position of a full forward pass: it takes no cache")
         for i in range(0 if cfg.scan_layers else cfg.layers):
             state = params["gpt"]["blocks"][i]
-            if cfg.remat and cache is None:  # the gathered weights are recomputed too, not kept for the backward
+            last = at if i == cfg.layers - 1 else None
+            if cfg.remat and cache is None and last is None:  # the gathered weights are recomputed too
                 x = jax.checkpoint(lambda s, x, k: self._block(s, x, k)[0])(state, x, keys[i])
             else:
-                x, c = self._block(state, x, keys[i], None if cache is None else cache[i], pos)
+                x, c = self._block(state, x, keys[i], None if cache is None else cache[i], pos, last)
                 new_cache.append(c)
+        if at is not None and cfg.scan_layers:  # the scanned blocks are one traced body: take the row after it
+            x = jax.lax.dynamic_slice_in_dim(x, at, 1, axis=1)
         x = net.ln_f(x)
         logits = jnp.einsum("btd,vd->btv", x, wte.astype(x.dtype),  # tied output embedding
                             preferred_element_type=jnp.float32)
@@ -356,10 +375,10 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
             logits = jnp.where(real, logits, -jnp.inf)
         return logits if cache is None else (logits, new_cache)
 
-    def _block(self, state, x, key, cache=None, pos=None):
+    def _block(self, state, x, key, cache=None, pos=None, query_at=None):
         """One block from its params (each weight gathered over fsdp here, at its use); ``x`` stays batch-split."""
         state = jax.tree.map(constrain, state, self._use_specs["block"], is_leaf=lambda v: v is None)
-        x, cache = nnx.merge(self._block_graphdef, state)(x, key, cache, pos)
+        x, cache = nnx.merge(self._block_graphdef, state)(x, key, cache, pos, query_at)
         return constrain(x, self._act), cache
 
     def _scan_blocks(self, stacked, x, key, cache, pos):
@@ -447,8 +466,7 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
         def logits_at(buf, length):
             start = jnp.maximum(length - window, 0)
             ctx = jax.lax.dynamic_slice_in_dim(buf, start, window, axis=1)
-            out = self.apply(params, ctx)[..., :v]
-            return jax.lax.dynamic_index_in_dim(out, length - 1 - start, axis=1, keepdims=False)
+            return self.apply(params, ctx, at=length - 1 - start)[:, 0, :v]
 
         def step(buf, tok, position):
             buf = jax.lax.dynamic_update_slice_in_dim(buf, tok[:, None], position, axis=1)
