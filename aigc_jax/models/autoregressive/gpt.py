@@ -182,9 +182,7 @@ class Block(nnx.Module):
         if query_at is not None:
             q = jax.lax.dynamic_slice_in_dim(q, query_at, 1, axis=1)
             x = jax.lax.dynamic_slice_in_dim(x, query_at, 1, axis=1)
-            mask = (jnp.arange(t) <= query_at)[None, None, None, :]  # [1, 1, 1, T]
-            with jax.numpy_dtype_promotion("standard"):  # it promotes bfloat16 with float32 internally
-                att = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            att = _masked_attention(q, k, v, (jnp.arange(t) <= query_at)[None, None, None, :])  # mask [1, 1, 1, T]
             t, new_cache = 1, None
         elif cache is None:
             att = causal_attention(q, k, v)  # its hand-written VJP inside the train step (nn.reverse_mode_kernels)
@@ -195,8 +193,7 @@ class Block(nnx.Module):
             cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, pos, 0, 0))
             s = ck.shape[1]
             mask = (jnp.arange(s)[None, :] <= (pos + jnp.arange(t))[:, None])[None, None]  # [1, 1, T, S]
-            with jax.numpy_dtype_promotion("standard"):  # it promotes bfloat16 with float32 internally
-                att = jax.nn.dot_product_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask)
+            att = _masked_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask)
             new_cache = (ck, cv)
         out = dense(att.reshape(b, t, n * h), self.wo[...].reshape(n * h, d))
         if self.use_bias:
@@ -211,6 +208,13 @@ class Block(nnx.Module):
         if self.use_bias:
             out = out + _bcast(self.b_out[...], 3).astype(out.dtype)
         return x + dropout(out, self.dropout, k2), new_cache
+
+
+def _masked_attention(q, k, v, mask):
+    """Softmax attention of queries ``[B, T, N, H]`` over keys/values ``[B, S, N, H]`` where ``mask`` (broadcast to
+    ``[B, N, T, S]``) is true: the decoding paths (a KV cache, one queried position)."""
+    with jax.numpy_dtype_promotion("standard"):  # it promotes bfloat16 with float32 internally
+        return jax.nn.dot_product_attention(q, k, v, mask=mask)
 
 
 def _gelu(x: jax.Array) -> jax.Array:
@@ -334,6 +338,8 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
         ``apply(...)[:, at:at + 1]``. The last block then computes one query and one MLP row, and the output
         layer one row: a sliding-window sampler needs one position per forward pass."""
         cfg = self.config
+        if at is not None and cache is not None:
+            raise ValueError("apply(at=...) computes one position of a full forward pass: it takes no cache")
         top = params["gpt"]
         if cfg.scan_layers:
             top = {**top, "blocks": {}}
@@ -354,8 +360,6 @@ class GPT(GenerativeModel, TokenLikelihood, Partitioned, LowRankAdaptable, Extra
         new_cache = []
         if cfg.scan_layers:
             x, new_cache = self._scan_blocks(params["gpt"]["blocks"], x, key, cache, pos)
-        if at is not None and cache is not None:
-            raise ValueError("apply(at=...) computes one position of a full forward pass: it takes no cache")
         for i in range(0 if cfg.scan_layers else cfg.layers):
             state = params["gpt"]["blocks"][i]
             last = at if i == cfg.layers - 1 else None
