@@ -24,6 +24,7 @@ from pathlib import Path
 from aigc_jax.core import registry
 from aigc_jax.models.autoregressive.gpt import GPT, GPTConfig
 from aigc_jax.models.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig
+from aigc_jax.models.diffusion.latent import LatentFlowConfig, LatentFlowModel
 from aigc_jax.models.diffusion.model import DDPMConfig, DDPMModel, FlowConfig, FlowModel
 from aigc_jax.models.gan.model import GAN, GANConfig
 from aigc_jax.models.gan.pix2pix import Pix2Pix, Pix2PixConfig
@@ -38,6 +39,7 @@ FAMILIES = (
     ("pixelcnn", "autoregressive", PixelCNNConfig, PixelCNN),
     ("ddpm", "diffusion", DDPMConfig, DDPMModel),
     ("flow", "diffusion", FlowConfig, FlowModel),
+    ("latent-flow", "diffusion", LatentFlowConfig, LatentFlowModel),
 )
 EXPERIMENTS_PACKAGE = "aigc_jax.experiments"
 

@@ -6,6 +6,8 @@ README table with the published CIFAR-10 anchors for scale.
     python -m benchmarks.diffusion guidance runs/cflow-mnist --weights 0,1,2,3 --steps 20 --num-samples 2000 \\
         --out benchmarks/results/diffusion_guidance_cflow_mnist.json
     python -m benchmarks.diffusion bound runs/ddpm-mnist --num-samples 100 --out benchmarks/results/diffusion_bpd.json
+    python -m benchmarks.diffusion reconstruction runs/latent-flow-mnist \\
+        --out benchmarks/results/diffusion_reconstruction_latent_flow_mnist.json
     python -m benchmarks.diffusion table [--write | --check]
 
 Each evaluation is `aigc_jax.evaluate` with the sampler settings (lenet-mnist features, test split references);
@@ -100,6 +102,41 @@ def cmd_bound(args) -> dict:
             "eval_seconds": round(time.perf_counter() - t, 1)}
 
 
+def cmd_reconstruction(args) -> dict:
+    """A latent model's ceiling: FID / KID / IS of ``decode(encoder mean)`` of the test images against the same
+    test images (lenet-mnist features, 8-bit rounding as for samples), what its samples would score were the flow
+    exact."""
+    import jax
+    import numpy as np
+
+    import aigc_jax
+    from aigc_jax.data import sources
+    from aigc_jax.metrics import distribution
+    from aigc_jax.metrics.features import get_extractor
+    from aigc_jax.metrics.sample_quality import _softmax, reference_features
+
+    run = pathlib.Path(args.run)
+    gen = aigc_jax.load(run)
+    if "decode" not in gen.extras or "encode" not in gen.extras:
+        raise SystemExit(f"{run}: {gen.config.name} has no encoder and decoder")
+    t = time.perf_counter()
+    ext = get_extractor("lenet-mnist")
+    src = sources.for_experiment(gen.config, "test")
+    n = min(args.num_samples, len(src))
+    ref = reference_features(ext, src, gen.config.data.name, "test", progress=False)
+    images = src.__getitems__(np.arange(n))["image"].astype(np.float32) / 255.0
+    rec = jax.jit(lambda p, x: gen.extras["decode"](p, gen.extras["encode"](p, x)[0]))
+    out = np.concatenate([np.asarray(rec(gen.params, images[i:i + 500])) for i in range(0, n, 500)])
+    feats = ext(np.round(np.clip(out, 0.0, 1.0) * 255.0) / np.float32(255.0))
+    kid = distribution.kid(ref["features"][:n], feats["features"])
+    return {"kind": "reconstruction", "experiment": gen.config.name, "step": gen.step,
+            "run_training": _training(run), "test_images": n,
+            "fid": distribution.fid(ref["features"][:n], feats["features"]), "kid_mean": kid[0],
+            "is_mean": distribution.inception_score(_softmax(feats["logits"]))[0],
+            "mean_abs_error": float(np.mean(np.abs(out - images))),
+            "eval_seconds": round(time.perf_counter() - t, 1)}
+
+
 def _load(pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
 
@@ -147,6 +184,9 @@ def table() -> str:
     for d in _load("diffusion_bound*.json"):
         lines.append(f"`{d['experiment']}` variational bound (Ho et al. 2020, eq. 5) at training step {d['step']:,}: "
                      f"**{d['bits_per_dim_bound']:.3f} bits/dim** on {d['test_examples']:,} test images.")
+    for d in _load("diffusion_reconstruction*.json"):
+        lines.append(f"`{d['experiment']}`'s autoencoder, the ceiling of its samples: its reconstructions of the "
+                     f"{d['test_images']:,} test images score FID {d['fid']:.2f} / IS {d['is_mean']:.2f}.")
     lines += textwrap.wrap(f"Published CIFAR-10 anchors, for scale only: {ANCHORS}.", 120)
     return "\n".join(lines)
 
@@ -168,8 +208,10 @@ def main() -> int:
     g.add_argument("--steps", type=int, default=20)
     b = sub.add_parser("bound")
     b.add_argument("run")
-    for q in (s, g, b):
-        q.add_argument("--num-samples", type=int, default=2000)
+    r = sub.add_parser("reconstruction")
+    r.add_argument("run")
+    for q in (s, g, b, r):
+        q.add_argument("--num-samples", type=int, default=10_000 if q is r else 2000)
         q.add_argument("--out", default="")
     t = sub.add_parser("table")
     t.add_argument("--write", action="store_true")
@@ -178,7 +220,8 @@ def main() -> int:
     if args.cmd == "table":
         return readme_block(BEGIN, END, table(), "diffusion table", "python -m benchmarks.diffusion table --write",
                             write=args.write, check=args.check)
-    emit({"steps": cmd_steps, "guidance": cmd_guidance, "bound": cmd_bound}[args.cmd](args), args.out)
+    emit({"steps": cmd_steps, "guidance": cmd_guidance, "bound": cmd_bound, "reconstruction": cmd_reconstruction}[
+        args.cmd](args), args.out)
     return 0
 
 

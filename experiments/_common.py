@@ -79,18 +79,22 @@ def gan_experiment(name: str, model, *, steps: int, lr: float = 2e-4, betas: tup
 
 def diffusion_experiment(name: str, model_name: str, model, *, steps: int, lr: float = 5e-4, batch_size: int = 128,
                          warmup_steps: int = 200, every: int = 1000, dataset: str = "mnist",
-                         num_samples: int = 100) -> ExperimentConfig:
-    """A one-player diffusion/flow experiment: Adam with a linear warm-up and cosine decay to 0, global-norm
-    clipping at 1, continuous pixel intensities; the model keeps its own moving average for sampling."""
+                         num_samples: int = 100, autoencoder_lr: float = 0.0) -> ExperimentConfig:
+    """A diffusion/flow experiment: the ``denoiser`` player with Adam, a linear warm-up and cosine decay to 0,
+    global-norm clipping at 1, continuous pixel intensities; the model keeps its own moving average for sampling.
+    ``autoencoder_lr > 0``: a latent model's ``autoencoder`` player first, with the same schedule at that rate."""
     from aigc_jax.core.config import DataConfig, OptimConfig, PlayerConfig
 
     optim = OptimConfig(name="adam", lr=lr, schedule="cosine", warmup_steps=warmup_steps, clip_norm=1.0)
+    players = (PlayerConfig(name="denoiser", optim=optim),)
+    if autoencoder_lr > 0:
+        players = (PlayerConfig(name="autoencoder", optim=dataclasses.replace(optim, lr=autoencoder_lr)), *players)
     return ExperimentConfig(
         name=name,
         model_name=model_name,
         model=model,
         data=DataConfig(name=dataset, batch_size=batch_size, eval_batch_size=500, binarize="none"),
-        players=(PlayerConfig(name="denoiser", optim=optim),),
+        players=players,
         train=TrainConfig(steps=steps, log_every=100, eval_every=every, sample_every=every, checkpoint_every=every,
                           keep_checkpoints=2, num_eval_batches=4, num_samples=num_samples),
     )

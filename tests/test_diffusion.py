@@ -12,9 +12,19 @@ import pytest
 from flax import nnx
 
 from aigc_jax.core.errors import UserError
-from aigc_jax.models.diffusion import DDPMConfig, DDPMModel, FlowConfig, FlowModel, processes, samplers
+from aigc_jax.models.diffusion import (
+    DDPMConfig,
+    DDPMModel,
+    FlowConfig,
+    FlowModel,
+    LatentFlowConfig,
+    LatentFlowModel,
+    processes,
+    samplers,
+)
 from aigc_jax.models.diffusion import model as dmodel
 from aigc_jax.nn import ParamKeys
+from aigc_jax.nn.mlp import ResidualMLP
 from aigc_jax.nn.unet import UNet
 from tests.helpers import random_like
 
@@ -251,3 +261,97 @@ def test_sampler_settings_are_validated():
         DDPMConfig(sampler="heun").validate()
     with pytest.raises(UserError, match=r"\[5\] is not a feature-map size of this U-Net \(its levels are 14, 7\)"):
         DDPMConfig(attention_resolutions=(7, 5), patch_size=2).validate()
+
+
+def _tiny_latent(**changes):
+    cfg = LatentFlowConfig(image_shape=(8, 8, 1), latent_dim=3, encoder_hidden=(16,), width=16, depth=2,
+                           num_classes=3, ema_decay=0.9, **changes)
+    cfg.validate()
+    model = LatentFlowModel(cfg)
+
+    @jax.jit
+    def init():
+        params, state = model.init(jax.random.key(0))
+        # A fresh denoiser predicts zero (its last layers start at zero): perturb every weight.
+        return jax.tree.map(lambda x, n: x + 0.3 * n, params, random_like(params, jax.random.key(1))), state
+
+    return model, *init()
+
+
+def test_residual_mlp_starts_at_zero_and_treats_examples_independently():
+    def make():
+        return ResidualMLP(5, 16, 2, 0.0, 4, rngs=ParamKeys(0))
+
+    graph, _ = nnx.split(nnx.eval_shape(make))
+    state = jax.jit(lambda: nnx.state(make()))()
+    x, t, y = jax.random.normal(jax.random.key(0), (4, 5)), jnp.array([0.0, 10.0, 500.0, 999.0]), jnp.arange(4)
+    apply = jax.jit(lambda s, x, t, y: nnx.merge(graph, s)(x, t, y))
+    np.testing.assert_array_equal(apply(state, x, t, y), 0.0)  # the zero-initialised output layer
+    state = jax.tree.map(lambda a, n: a + 0.3 * n, state, random_like(state, jax.random.key(1)))
+    out = apply(state, x, t, y)
+    assert out.shape == (4, 5)
+    perm = jnp.array([2, 0, 3, 1])
+    np.testing.assert_allclose(apply(state, x[perm], t[perm], y[perm]), out[perm], atol=1e-5)
+    assert float(jnp.max(jnp.abs(apply(state, x, t + 50.0, y) - out))) > 1e-4  # time matters
+    assert float(jnp.max(jnp.abs(apply(state, x, t, (y + 1) % 4) - out))) > 1e-4  # so does the label
+
+
+def test_latent_flow_samples_are_the_decoded_flow_and_its_players_are_separate():
+    model, params, state = _tiny_latent()
+    assert model.players == ("autoencoder", "denoiser") and set(params) == set(model.players)
+    key, labels = jax.random.key(3), jnp.array([0, 1, 2, 1])
+    images = jax.jit(lambda p: model.sample(p, key, 4, label=labels, steps=5, guidance=2.0))(params)
+    assert images.shape == (4, 8, 8, 1) and float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+
+    # The same samples by hand: Euler on the latent with the guided denoiser, then the decoder.
+    @jax.jit
+    def by_hand(p):
+        k0, ks = jax.random.split(key)
+        z = jax.random.normal(k0, (4, 3), jnp.float32)
+        z = samplers.euler(model.process, model.denoiser(p, labels, 2.0), z, model.process.grid(5), ks)
+        return model.decode(p, z)
+
+    np.testing.assert_allclose(images, by_hand(params), atol=1e-6)
+
+    batch = {"image": jax.random.uniform(jax.random.key(4), (6, 8, 8, 1)), "label": jnp.array([0, 1, 2, 0, 1, 2])}
+    # The denoiser's loss sends no gradient to the autoencoder (its latents are data to it), and the
+    # autoencoder's loss none to the denoiser.
+    grad_ae = jax.jit(jax.grad(lambda ae: model.loss("denoiser", {**params, "autoencoder": ae}, state, batch,
+                                                     jax.random.key(5))[0]))(params["autoencoder"])
+    assert all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(grad_ae))
+    grad_den = jax.jit(jax.grad(lambda d: model.loss("autoencoder", {**params, "denoiser": d}, state, batch,
+                                                     jax.random.key(5))[0]))(params["denoiser"])
+    assert all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(grad_den))
+
+    # The autoencoder's objective: binary cross-entropy with the grey levels plus kl_weight x the Gaussian KL.
+    loss, (metrics, _) = jax.jit(lambda p: model.loss("autoencoder", p, state, batch, jax.random.key(5)))(params)
+    x = np.asarray(batch["image"], np.float64)
+    mean, logvar = (np.asarray(a, np.float64) for a in model.encode(params, batch["image"]))
+    kl = 0.5 * np.sum(mean ** 2 + np.exp(logvar) - 1 - logvar, axis=1)
+    np.testing.assert_allclose(metrics["kl"], kl.mean(), rtol=1e-4)
+    np.testing.assert_allclose(loss, metrics["reconstruction"] + 0.01 * metrics["kl"], rtol=1e-5)
+    # ... at z = mean + exp(logvar / 2) * n, n the normal draw of the loss's key.
+    noise = np.asarray(jax.random.normal(jax.random.key(5), mean.shape), np.float64)
+    z = jnp.asarray(mean + np.exp(0.5 * logvar) * noise, jnp.float32)
+    logits = np.asarray(model.decode_logits(params, z), np.float64)
+    bce = np.sum(np.logaddexp(0.0, logits) - x * logits, axis=(1, 2, 3))  # -x log p - (1 - x) log(1 - p)
+    np.testing.assert_allclose(metrics["reconstruction"], bce.mean(), rtol=1e-4)
+
+    # The weight average follows the denoiser's updates only; sampling uses it with the autoencoder as trained.
+    moved = {**params, "denoiser": jax.tree.map(lambda a: a + 1.0, params["denoiser"])}
+    assert model.after_update("autoencoder", moved, state) is state
+    after = model.after_update("denoiser", moved, state)
+    assert int(after["ema_count"]) == 1
+    sp = model.sampling_params(moved, after)
+    assert sp["autoencoder"] is moved["autoencoder"] and sp["denoiser"] is after["ema"]
+
+
+def test_latent_flow_config_is_validated():
+    with pytest.raises(UserError, match=r"model.kl_weight=0.0: expected > 0"):
+        LatentFlowConfig(kl_weight=0.0).validate()
+    with pytest.raises(UserError, match=r"model.clip_denoised=true clips to \[-1, 1\]"):
+        LatentFlowConfig(clip_denoised=True).validate()
+    with pytest.raises(UserError, match=r"model.encoder_hidden=\(\): expected one or more widths"):
+        LatentFlowConfig(encoder_hidden=()).validate()
+    with pytest.raises(UserError, match=r"model.sampler='lms': expected one of ddim, ddpm, euler, heun"):
+        LatentFlowConfig(sampler="lms").validate()

@@ -21,6 +21,7 @@ from tests.helpers import tiny_run
 B = 3
 CASES = {  # experiment: (export settings, conditions per row)
     "cflow-mnist": ({"steps": 3, "sampler": "heun", "guidance": 2.0}, "label"),
+    "latent-flow-mnist": ({"steps": 3}, None),
     "cvae-mnist": ({}, "label"),
     "dcgan-mnist": ({}, None),
     "pix2pix-mnist": ({}, "input"),

@@ -47,15 +47,10 @@ from aigc_jax.nn.unet import UNet
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig(ModelConfig):
-    """The backbone, conditioning, moving average and default sampler settings shared by every process."""
+    """The conditioning, moving average and default sampler settings shared by every process and backbone."""
 
     image_shape: tuple[int, ...] = (28, 28, 1)
-    channels: int = 32  # the U-Net's base width
-    channel_mults: tuple[int, ...] = (1, 2)  # one per resolution level
-    num_res_blocks: int = 2
-    attention_resolutions: tuple[int, ...] = (14,)  # the feature-map sizes (after patching) with self-attention
-    dropout: float = 0.1
-    patch_size: int = 1  # > 1: the U-Net runs on non-overlapping p x p patches (space-to-depth)
+    dropout: float = 0.1  # in the backbone's residual blocks
     num_classes: int = 0  # > 0: class-conditional, with the null class for guidance
     label_dropout: float = 0.1  # probability of training on the null class (classifier-free guidance)
     ema_decay: float = 0.9999  # 0 samples the raw weights
@@ -68,6 +63,36 @@ class DiffusionConfig(ModelConfig):
     def validate(self) -> None:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise UserError(f"bad model.image_shape {self.image_shape}: expected H,W,C")
+        self.validate_backbone()
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_dropout < 1.0:
+            raise UserError("model.dropout and model.label_dropout must be in [0, 1)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"model.ema_decay={self.ema_decay}: expected 0 <= decay < 1 (0 disables the average)")
+        if self.num_classes < 0 or self.sample_steps < 1 or self.guidance < 0 or not 0.0 <= self.eta <= 1.0:
+            raise UserError("model.num_classes >= 0, model.sample_steps >= 1, model.guidance >= 0 and "
+                            "0 <= model.eta <= 1 expected")
+        names = samplers.sampler_names(self.process())
+        if self.sampler not in names:
+            raise UserError(f"model.sampler={self.sampler!r}: expected one of {', '.join(names)}")
+
+    def validate_backbone(self) -> None:
+        raise NotImplementedError
+
+    def process(self):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig(DiffusionConfig):
+    """A diffusion model in pixel space on the U-Net of `aigc_jax.nn.unet`."""
+
+    channels: int = 32  # the U-Net's base width
+    channel_mults: tuple[int, ...] = (1, 2)  # one per resolution level
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (14,)  # the feature-map sizes (after patching) with self-attention
+    patch_size: int = 1  # > 1: the U-Net runs on non-overlapping p x p patches (space-to-depth)
+
+    def validate_backbone(self) -> None:
         if self.channels < 1 or not self.channel_mults or self.num_res_blocks < 1 or self.patch_size < 1:
             raise UserError("model.channels, model.num_res_blocks and model.patch_size must be >= 1 and "
                             "model.channel_mults non-empty")
@@ -84,23 +109,10 @@ class DiffusionConfig(ModelConfig):
         if missing:
             raise UserError(f"model.attention_resolutions {tuple(self.attention_resolutions)}: {missing} is not a "
                             f"feature-map size of this U-Net (its levels are {', '.join(map(str, sizes))})")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_dropout < 1.0:
-            raise UserError("model.dropout and model.label_dropout must be in [0, 1)")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise UserError(f"model.ema_decay={self.ema_decay}: expected 0 <= decay < 1 (0 disables the average)")
-        if self.num_classes < 0 or self.sample_steps < 1 or self.guidance < 0 or not 0.0 <= self.eta <= 1.0:
-            raise UserError("model.num_classes >= 0, model.sample_steps >= 1, model.guidance >= 0 and "
-                            "0 <= model.eta <= 1 expected")
-        names = samplers.sampler_names(self.process())
-        if self.sampler not in names:
-            raise UserError(f"model.sampler={self.sampler!r}: expected one of {', '.join(names)}")
-
-    def process(self):
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
-class DDPMConfig(DiffusionConfig):
+class DDPMConfig(UNetConfig):
     timesteps: int = 1000
     schedule: Literal["linear", "cosine"] = "linear"
     target: Literal["eps", "x0", "v"] = "eps"
@@ -116,8 +128,15 @@ class DDPMConfig(DiffusionConfig):
         super().validate()
 
 
+def flow_process(config) -> processes.Flow:
+    """The `processes.Flow` of a flow config's ``time_sampling``, ``logit_mean`` and ``logit_std``."""
+    if config.logit_std <= 0:
+        raise UserError(f"model.logit_std={config.logit_std}: expected > 0")
+    return processes.Flow(config.time_sampling, config.logit_mean, config.logit_std)
+
+
 @dataclasses.dataclass(frozen=True)
-class FlowConfig(DiffusionConfig):
+class FlowConfig(UNetConfig):
     sampler: str = "euler"
     clip_denoised: bool = False  # the ODE samplers integrate the network's velocity as it is
     time_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
@@ -125,12 +144,7 @@ class FlowConfig(DiffusionConfig):
     logit_std: float = 1.0
 
     def process(self):
-        return processes.Flow(self.time_sampling, self.logit_mean, self.logit_std)
-
-    def validate(self) -> None:
-        if self.logit_std <= 0:
-            raise UserError(f"model.logit_std={self.logit_std}: expected > 0")
-        super().validate()
+        return flow_process(self)
 
 
 class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
@@ -208,8 +222,21 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
             state = {"ema": jax.tree.map(jnp.copy, params["denoiser"]), "ema_count": jnp.zeros((), jnp.int32)}
         return params, state
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one example in the process's space (here the image; a latent model's latent)."""
+        return tuple(self.config.image_shape)
+
+    def clean(self, params, batch, key):
+        """The clean data ``x0`` the process noises: images ``[B, H, W, C]`` scaled to [-1, 1]."""
+        return batch["image"] * 2.0 - 1.0
+
+    def to_images(self, params, x0):
+        """Samples of the process ``x0`` -> images in [0, 1]."""
+        return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0)
+
     def _terms(self, params, batch, key, train: bool):
-        x0 = batch["image"] * 2.0 - 1.0
+        x0 = self.clean(params, batch, jax.random.fold_in(key, 1))  # (a fold-in: the draws below stay as they were)
         n = x0.shape[0]
         kt, ke, kl, kd = jax.random.split(key, 4)
         t = self.process.sample_time(kt, n)
@@ -235,15 +262,16 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
         return {"loss": self._terms(params, batch, key, train=False)}
 
     def after_update(self, player, params, state):
-        if self.config.ema_decay <= 0:
+        if self.config.ema_decay <= 0 or player != "denoiser":
             return state
         t = state["ema_count"] + 1
         decay = ema_warmup_decay(self.config.ema_decay, t)
         return {**state, "ema": ema_update(state["ema"], params["denoiser"], decay), "ema_count": t}
 
     def sampling_params(self, params, state):
-        """The moving average of the weights when kept (``ema_decay > 0``), else the trained weights."""
-        return {"denoiser": state["ema"]} if self.config.ema_decay > 0 else {"denoiser": params["denoiser"]}
+        """The moving average of the denoiser's weights when kept (``ema_decay > 0``), else the trained weights
+        (the other players' params as they are)."""
+        return {**params, "denoiser": state["ema"]} if self.config.ema_decay > 0 else dict(params)
 
     def _sample(self, params, key, num: int, label=None, steps: int = 50, sampler: str = "ddim",
                 guidance: float = 1.0, eta: float = 0.0):
@@ -253,10 +281,10 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
         except ValueError as e:
             raise UserError(f"{type(self).__name__}.sample: {e}") from None
         k0, ks = jax.random.split(key)
-        x = jax.random.normal(k0, (num, *self.config.image_shape), jnp.float32)
+        x = jax.random.normal(k0, (num, *self.sample_shape), jnp.float32)
         x = samplers.SAMPLERS[sampler](self.process, self.denoiser(params, label, float(guidance)), x, times, ks,
                                        eta=float(eta))
-        return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+        return self.to_images(params, x)
 
     def extras(self) -> dict:
         return {"predict": self.predict, "denoiser": self.denoiser}
