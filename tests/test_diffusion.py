@@ -337,6 +337,16 @@ def test_latent_flow_samples_are_the_decoded_flow_and_its_players_are_separate()
     bce = np.sum(np.logaddexp(0.0, logits) - x * logits, axis=(1, 2, 3))  # -x log p - (1 - x) log(1 - p)
     np.testing.assert_allclose(metrics["reconstruction"], bce.mean(), rtol=1e-4)
 
+    # The flow's noise is independent of the posterior sample it noises: with the fresh denoiser predicting zero,
+    # the loss is E|eps - z0|^2 = 1 + E[z0^2] per latent dimension (a shared draw would make it about E[mean^2]).
+    fresh, _ = model.init(jax.random.key(0))
+    fresh = {**fresh, "autoencoder": params["autoencoder"]}
+    big = {"image": jax.random.uniform(jax.random.key(6), (4096, 8, 8, 1)), "label": jnp.zeros((4096,), jnp.int32)}
+    zero_loss = float(jax.jit(lambda p: model.loss("denoiser", p, state, big, jax.random.key(7))[0])(fresh))
+    m, lv = model.encode(params, big["image"])
+    second_moment = float(jnp.mean(m ** 2 + jnp.exp(lv)))
+    np.testing.assert_allclose(zero_loss, 1.0 + second_moment, rtol=0.05)
+
     # The weight average follows the denoiser's updates only; sampling uses it with the autoencoder as trained.
     moved = {**params, "denoiser": jax.tree.map(lambda a: a + 1.0, params["denoiser"])}
     assert model.after_update("autoencoder", moved, state) is state

@@ -3,9 +3,9 @@ an autoencoder, as in latent diffusion, Rombach et al. 2022, here with a flat la
 
 ``ResidualMLP(x [B, D], time [B], label [B] | None) -> [B, D]``:
 
-- ``time`` is a float noise level per example (as the U-Net takes it): the sinusoidal embedding of
-  `aigc_jax.nn.unet.timestep_embedding`, then two dense layers of ``width``; a class label adds a learned
-  embedding (index ``num_classes`` is the "no label" class of classifier-free guidance);
+- ``time`` is a float noise level per example (as the U-Net takes it): its sinusoidal embedding, then two dense
+  layers of ``width``; a class label adds a learned embedding (index ``num_classes`` is the "no label" class of
+  classifier-free guidance): `aigc_jax.nn.unet.condition_embedding`, shared with the U-Net;
 - a dense layer to ``width``, then ``depth`` pre-norm residual blocks (LayerNorm, the time embedding added, dense
   to ``2 * width``, SiLU, dropout, dense back to ``width`` initialised at zero), then LayerNorm, SiLU and a
   zero-initialised dense layer to ``D``: a fresh network predicts zero, as the U-Net does. Each block reads the
@@ -19,7 +19,7 @@ import jax
 from flax import nnx
 
 from aigc_jax.nn.layers import dropout
-from aigc_jax.nn.unet import timestep_embedding
+from aigc_jax.nn.unet import condition_embedding
 
 
 class MLPBlock(nnx.Module):
@@ -51,11 +51,7 @@ class ResidualMLP(nnx.Module):
         self.out = nnx.Linear(width, dim, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     def __call__(self, x, time, label=None, key=None):
-        emb = self.time2(jax.nn.silu(self.time1(timestep_embedding(time, self.width))))
-        if self.label_embed is not None:
-            if label is None:
-                raise ValueError("this denoiser is class-conditional: pass labels (num_classes = no label)")
-            emb = emb + self.label_embed(label)
+        emb = condition_embedding(self, time, label, self.width)
         h = self.inp(x)
         for i, block in enumerate(self.blocks):
             h = block(h, emb, None if key is None else jax.random.fold_in(key, i))

@@ -40,6 +40,18 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
     return jnp.pad(emb, ((0, 0), (0, dim - 2 * half)))
 
 
+def condition_embedding(net, time: jax.Array, label: jax.Array | None, dim: int) -> jax.Array:
+    """The conditioning vector ``[B, E]`` that the U-Net and `aigc_jax.nn.mlp.ResidualMLP` add in every block:
+    ``net.time2(silu(net.time1(timestep_embedding(time, dim))))``, plus ``net.label_embed(label)`` when ``net`` has
+    a label embedding (``None`` otherwise), which then needs labels."""
+    emb = net.time2(jax.nn.silu(net.time1(timestep_embedding(time, dim))))
+    if net.label_embed is not None:
+        if label is None:
+            raise ValueError(f"this {type(net).__name__} is class-conditional: pass labels (num_classes = no label)")
+        emb = emb + net.label_embed(label)
+    return emb
+
+
 def _groups(channels: int) -> int:
     """The GroupNorm group count: 32 as in DDPM where the channels allow it, else as many as divide them (>= 4
     channels per group)."""
@@ -158,11 +170,7 @@ class UNet(nnx.Module):
         self.conv_out = _zero_conv(ch, (out_channels or c_img) * patch_size ** 2, rngs)
 
     def __call__(self, x, time, label=None, key=None):
-        emb = self.time2(jax.nn.silu(self.time1(timestep_embedding(time, self.channels))))
-        if self.label_embed is not None:
-            if label is None:
-                raise ValueError("this U-Net is class-conditional: pass labels (num_classes = no label)")
-            emb = emb + self.label_embed(label)
+        emb = condition_embedding(self, time, label, self.channels)
         count = [0]
 
         def run(block, h):

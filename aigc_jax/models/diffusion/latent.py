@@ -149,8 +149,9 @@ class LatentFlowModel(Diffusion):
     def eval_metrics(self, params, state, batch, key):
         """The flow's loss (`Diffusion.eval_metrics`) and the autoencoder's reconstruction cross-entropy, nats
         per image, at ``z ~ q(z | x)``."""
-        rec, _ = self._autoencoder_terms(params, batch, jax.random.fold_in(key, 2))
-        return {**super().eval_metrics(params, state, batch, key), "reconstruction": rec}
+        k_flow, k_ae = jax.random.split(key)
+        rec, _ = self._autoencoder_terms(params, batch, k_ae)
+        return {**super().eval_metrics(params, state, batch, k_flow), "reconstruction": rec}
 
     def extras(self) -> dict:
         return {**super().extras(), "encode": self.encode, "decode": self.decode}

@@ -236,9 +236,12 @@ class Diffusion(GenerativeModel, SeparateSamplingWeights, StateUpdates, Extras):
         return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0)
 
     def _terms(self, params, batch, key, train: bool):
-        x0 = self.clean(params, batch, jax.random.fold_in(key, 1))  # (a fold-in: the draws below stay as they were)
+        # Five independent keys: the clean data's own randomness (a latent model's posterior sample) must not be
+        # the process's noise. (A fold-in of 1 here would be: with JAX's partitionable threefry, split(key, n)[i]
+        # is fold_in(key, i).)
+        kt, ke, kl, kd, kc = jax.random.split(key, 5)
+        x0 = self.clean(params, batch, kc)
         n = x0.shape[0]
-        kt, ke, kl, kd = jax.random.split(key, 4)
         t = self.process.sample_time(kt, n)
         eps = jax.random.normal(ke, x0.shape, x0.dtype)
         x_t = processes.forward_marginal(self.process, x0, t, eps)
