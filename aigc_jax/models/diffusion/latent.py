@@ -25,11 +25,11 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from aigc_jax.core.errors import UserError
 from aigc_jax.models.diffusion.model import Diffusion, DiffusionConfig, flow_process
+from aigc_jax.models.vae.likelihoods import bernoulli_log_prob, gaussian_kl, reparameterize
 from aigc_jax.models.vae.networks import MLPDecoder, MLPEncoder
 from aigc_jax.nn.layers import ParamKeys
 from aigc_jax.nn.mlp import ResidualMLP
@@ -113,17 +113,14 @@ class LatentFlowModel(Diffusion):
 
     def _posterior_sample(self, params, images, key):
         mean, logvar = self.encode(params, images)
-        return mean, logvar, mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
+        return mean, logvar, reparameterize(key, mean, logvar)
 
     def _autoencoder_terms(self, params, batch, key):
         """Per image ``[B]``: the reconstruction's binary cross-entropy with the grey levels (summed over
         pixels) and KL(q(z | x) || N(0, I))."""
         x = batch["image"]
         mean, logvar, z = self._posterior_sample(params, x, key)
-        logits = self.decode_logits(params, z)
-        rec = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x).reshape(x.shape[0], -1), axis=1)
-        kl = 0.5 * jnp.sum(mean ** 2 + jnp.exp(logvar) - 1.0 - logvar, axis=1)
-        return rec, kl
+        return -bernoulli_log_prob(x, self.decode_logits(params, z)), gaussian_kl(mean, logvar)
 
     # -- the diffusion hooks ---------------------------------------------------------------------------------------
     def clean(self, params, batch, key):
