@@ -55,3 +55,45 @@ def make_twin(hidden=(500, 500), latent=50, lr=1e-3, total_steps=23400, threads:
         return loss
 
     return step, torch
+
+
+def main() -> None:
+    """``python benchmarks/torch_vae.py --steps N``: the twin alone in this process (MNIST train in one fixed random
+    order, batch 128), after 50 warm-up steps; prints ``{"steps_per_sec": ..., "torch": ..., "threads": ...}``.
+    `benchmarks/train_throughput.py` runs it so, in a process of its own, so that neither runtime's idle threads
+    (XLA's pool, OpenMP's spinning workers) share the cores with the other's timed steps."""
+    import argparse
+    import json
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from aigc_jax.data import sources
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split(";")[0])
+    ap.add_argument("--steps", type=int, default=1000)
+    args = ap.parse_args()
+    step, torch = make_twin(threads=os.cpu_count())
+    images = sources.load_mnist("train").images
+    perm = np.random.default_rng(0).permutation(len(images))
+    batches = len(images) // 128
+
+    def run(start: int, n: int) -> None:
+        loss = None
+        for i in range(start, start + n):
+            j = i % batches
+            loss = step(images[perm[j * 128:(j + 1) * 128]])
+        if loss is not None:
+            float(loss.detach())  # wait for the last step
+
+    run(0, 50)
+    t = time.perf_counter()
+    run(50, args.steps)
+    print(json.dumps({"steps_per_sec": args.steps / (time.perf_counter() - t), "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()

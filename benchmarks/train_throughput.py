@@ -9,8 +9,14 @@ Prints one JSON object:
 - ``vae_mnist_side_by_side`` (same machine, same run, same model/batch/optimizer): the full trainer (`train()` with
   logging, TensorBoard, async Orbax checkpoints, progress bar off), a bare hand-written `jax.jit` loop, and the
   PyTorch twin in `benchmarks/torch_vae.py` (skipped with a note when torch is not installed:
-  `pip install -e '.[bench]'`). Ratios are trainer/bare and jax/torch. The trainer's run also reports its test
-  -ELBO as a quality check (band: it must fall from ~540 nats at init to below 130 within the timed steps).
+  `pip install -e '.[bench]'`), alternating in every round (medians). Ratios are trainer/bare and jax/torch. The
+  trainer's run also reports its test -ELBO as a quality check (band: it must fall from ~540 nats at init to
+  below 130 within the timed steps).
+
+Our side runs the configuration ``aigc-jax train`` picks on this host (`aigc_jax.train.host`: bfloat16 compute
+for the MLP VAE where the CPU has native bfloat16; ``--no-fast-defaults``: the experiments' float32); the bare
+loop runs the same model and, like the trainer, traces its gradient inside `reverse_mode_kernels`, so that the
+trainer/bare ratio measures the trainer alone. The PyTorch twins stay float32 eager, as their users run them.
 - ``dcgan_mnist_side_by_side`` (batch 64, Adam 2e-4 (0.5, 0.999), non-saturating loss, EMA generator): the full
   trainer on `dcgan-mnist` (as above), a bare hand-written `jax.jit` step (D update, G update, EMA; no NaN guard)
   and the PyTorch eager twin in `benchmarks/torch_dcgan.py` (same layer shapes; parameter counts asserted equal).
@@ -48,6 +54,8 @@ from aigc_jax.core.registry import list_experiments  # noqa: E402
 from aigc_jax.data import sources  # noqa: E402
 from aigc_jax.data.pipeline import train_iterator  # noqa: E402
 from aigc_jax.parallel import mesh as meshlib  # noqa: E402
+from aigc_jax.nn import reverse_mode_kernels  # noqa: E402
+from aigc_jax.train import host  # noqa: E402
 from aigc_jax.train.loop import train  # noqa: E402
 from aigc_jax.train.optim import make_optimizers  # noqa: E402
 from aigc_jax.train.setup import build_setup  # noqa: E402
@@ -60,8 +68,17 @@ def _timed(fn, n, warmup=20):
     return n / (time.perf_counter() - t)
 
 
+FAST = {"on": True}  # main() turns it off with --no-fast-defaults
+
+
+def _config(name: str, extra: tuple[str, ...] = ()):
+    """``name``'s config as ``aigc-jax train`` runs it here (the fast defaults' precision unless turned off)."""
+    cfg = get_config(name, list(extra))
+    return get_config(name, [*extra, *host.bf16_override(cfg)]) if FAST["on"] else cfg
+
+
 def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
-    cfg = get_config(name)
+    cfg = _config(name)
     setup = build_setup(cfg)
     it = train_iterator(sources.for_experiment(cfg, "train"), cfg.data, setup.examples_per_step)
     state = setup.init_state(0)
@@ -78,16 +95,16 @@ def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
     sps = _timed(run, steps, warmup)
     return {"compile_s": round(compile_s, 3), "steps_per_sec": round(sps, 2),
             "examples_per_sec": round(sps * setup.examples_per_step, 1), "batch": setup.examples_per_step,
-            "devices": jax.device_count()}
+            "devices": jax.device_count(), "compute_dtype": getattr(cfg.model, "compute_dtype", "float32")}
 
 
 def _run_trainer(name: str, steps: int, workdir: Path) -> tuple[dict, float, float]:
     """The whole `train()` loop: Grain input, metrics.jsonl + TensorBoard every 50 steps, async checkpoints.
     Returns the summary, the median steps/s of the logging windows after the first (which holds the compile)
     and the wall time."""
-    cfg = get_config(name, [f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
-                            "train.sample_every=0", f"train.checkpoint_every={max(steps // 3, 1)}",
-                            "train.num_eval_batches=4"])
+    cfg = _config(name, (f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
+                         "train.sample_every=0", f"train.checkpoint_every={max(steps // 3, 1)}",
+                         "train.num_eval_batches=4"))
     # The trainer's schedule spans these `steps` (the bare loop and the torch twin keep the full run's): the
     # arithmetic per step is the same, but its reported loss is not comparable with theirs.
     t = time.perf_counter()
@@ -107,7 +124,7 @@ def bench_trainer(steps: int, workdir: Path) -> dict:
 def make_bare():
     """A hand-written loop: numpy permutation batches, jax.jit step with the same loss and Adam + cosine.
     Returns ``run(steps) -> steps/s`` (compiled on first use)."""
-    cfg = get_config("vae-mnist")
+    cfg = _config("vae-mnist")
     setup = build_setup(cfg)
     model = setup.model
     opt = make_optimizers(cfg)["vae"]
@@ -125,7 +142,8 @@ def make_bare():
             xb = jax.random.bernoulli(key, x.astype(jnp.float32) / 255.0).astype(jnp.float32)
             return model.loss("vae", {"vae": q}, {}, {"image": xb}, key)[0]
 
-        loss, g = jax.value_and_grad(f)(p)
+        with reverse_mode_kernels():  # the model's hand-written VJPs, as in the trainer's step
+            loss, g = jax.value_and_grad(f)(p)
         u, o = opt.update(g, o, p)
         return optax.apply_updates(p, u), o, loss
 
@@ -146,29 +164,27 @@ def make_bare():
     return lambda steps: _timed(run, steps, warmup=0)
 
 
-def bench_torch(steps: int) -> dict:
-    try:
-        from benchmarks.torch_vae import make_twin
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from torch_vae import make_twin
-    try:
-        step, torch = make_twin(threads=os.cpu_count())
-    except ImportError:
-        return {"skipped": "torch not installed (pip install -e '.[bench]')"}
-    images = sources.load_mnist("train").images
-    perm = np.random.default_rng(0).permutation(len(images))
-    holder = {"i": 0}
+def make_torch():
+    """The PyTorch twin, each call in a fresh process (`benchmarks/torch_vae.py`'s ``main``: 50 warm-up steps, then
+    the timed ones, on the same batches as the bare loop); ``None`` without torch. In this process, after the JAX
+    runs, the same twin ran up to 2x slower than alone (51-60 against 105 steps/s), so it gets a process of its own.
+    Returns ``(run(steps) -> steps/s, info)``."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    script = str(Path(__file__).resolve().parent / "torch_vae.py")
+    info = {}
 
     def run(n):
-        for _ in range(n):
-            j = holder["i"] % (len(images) // 128)
-            loss = step(images[perm[j * 128:(j + 1) * 128]])
-            holder["i"] += 1
-        float(loss)
+        out = subprocess.run([sys.executable, script, "--steps", str(n)], capture_output=True, text=True, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        info.update(torch=res["torch"], threads=res["threads"], omp_wait_policy=omp_wait_policy(),
+                    process="its own, one per round")
+        return res["steps_per_sec"]
 
-    return {"steps_per_sec": round(_timed(run, steps), 2), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "omp_wait_policy": omp_wait_policy()}
+    return run, info
 
 
 # -- DCGAN -------------------------------------------------------------------------------------------------------
@@ -204,7 +220,7 @@ def make_bare_gan():
     update, the generator update (which also measures the EMA generator's running statistics) and the EMA of the
     generator's weights, with the model's own losses and the experiment's Adam; donated params/optimizer/model
     state, keys derived inside the jit, no NaN guard. Returns ``(run(steps) -> steps/s, param counts)``."""
-    cfg = get_config("dcgan-mnist")
+    cfg = _config("dcgan-mnist")
     model = build_setup(cfg).model
     opts = make_optimizers(cfg)
     params, mstate = model.init(jax.random.key(0))
@@ -309,25 +325,32 @@ def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int
 
 
 def bench_vae_side_by_side(args) -> dict:
-    # The trainer and the bare loop alternate, three rounds, so that machine noise hits both alike; medians.
+    # The trainer, the bare loop and torch alternate in every round so that machine noise hits all alike; medians.
     load = LoadAverage()
     bare_run = make_bare()
-    trainer_runs, bare_runs = [], []
+    twin = make_torch()
+    trainer_runs, bare_runs, torch_runs = [], [], []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
             trainer_runs.append(bench_trainer(args.trainer_steps, Path(tmp) / "run"))
         bare_runs.append(round(bare_run(args.trainer_steps), 2))
+        if twin is not None:
+            torch_runs.append(round(twin[0](args.trainer_steps), 2))  # as many steps as the trainer's
     trainer = dict(trainer_runs[-1])
     trainer["steps_per_sec"] = float(np.median([t["steps_per_sec"] for t in trainer_runs]))
     trainer["steps_per_sec_rounds"] = [t["steps_per_sec"] for t in trainer_runs]
     bare = float(np.median(bare_runs))
-    torch_res = bench_torch(args.steps)
     side = {"batch": 128, "model": "MLP VAE 784-500-500-50, Adam + cosine, dynamic binarization",
+            "compute_dtype": _config("vae-mnist").model.compute_dtype,
             "trainer": trainer, "bare_jit_steps_per_sec": round(bare, 2), "bare_jit_rounds": bare_runs,
-            "trainer_over_bare": round(trainer["steps_per_sec"] / bare, 3), "torch": torch_res}
-    if "steps_per_sec" in torch_res:
-        side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / torch_res["steps_per_sec"], 3)
-        side["jax_bare_over_torch"] = round(bare / torch_res["steps_per_sec"], 3)
+            "trainer_over_bare": round(trainer["steps_per_sec"] / bare, 3)}
+    if twin is None:
+        side["torch"] = {"skipped": "torch not installed (pip install -e '.[bench]')"}
+    else:
+        t = float(np.median(torch_runs))
+        side["torch"] = {"steps_per_sec": round(t, 2), "rounds": torch_runs, **twin[1]}
+        side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / t, 3)
+        side["jax_bare_over_torch"] = round(bare / t, 3)
     side["load_avg_1m"] = load.record()
     return side
 
@@ -345,13 +368,17 @@ def main() -> None:
     ap.add_argument("--gan-trainer-steps", type=int, default=500, help="train() steps per round (dcgan)")
     ap.add_argument("--gan-steps", type=int, default=200, help="timed steps per round of the bare jit and torch")
     ap.add_argument("--wgan-steps", type=int, default=10, help="timed steps of the wgan-gp-mnist jitted step")
+    ap.add_argument("--no-fast-defaults", action="store_true",
+                    help="the experiments' own precision instead of the one aigc-jax train picks on this host")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    FAST["on"] = not args.no_fast_defaults
     parts = [p for p in args.only.split(",") if p]
     if unknown := set(parts) - set(PARTS):
         ap.error(f"--only: unknown part(s) {sorted(unknown)}; expected among {PARTS}")
     names = [n for n in args.experiments.split(",") if n] or list_experiments()
-    result = {"jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count()}
+    result = {"jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+              "fast_defaults": FAST["on"]}
     if "vae" in parts:
         result["vae_mnist_side_by_side"] = bench_vae_side_by_side(args)
     if "dcgan" in parts:

@@ -136,6 +136,12 @@ def test_dynamic_binarization_is_bernoulli_of_intensity():
     assert not np.array_equal(np.asarray(a), np.asarray(b))
     plain = make_device_transform(DataConfig(binarize="none"))({"image": img}, jax.random.key(0))["image"]
     assert float(plain[0, 0, 0, 0]) == pytest.approx(64 / 255)
+    # The draws are jax.random.bernoulli's on the [B, H, W, C] images (computed on a flattened view).
+    grey = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 6, 7, 1)), jnp.uint8)
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(
+        np.asarray(t({"image": grey}, key)["image"]),
+        np.asarray(jax.random.bernoulli(key, grey.astype(jnp.float32) / 255.0), np.float32))
 
 
 def test_tfds_source_through_data_source_without_download():

@@ -16,7 +16,9 @@ def test_the_device_count_splits_the_batch_and_bf16_needs_a_model_that_offers_it
     gpt = get_config("gpt-shakespeare-char-cpu")
     assert host.bf16_override(gpt, bf16=True) == ["model.compute_dtype=bfloat16"]
     assert host.bf16_override(gpt, bf16=False) == []
-    assert host.bf16_override(get_config("vae-mnist"), bf16=True) == []  # no bfloat16 path in the VAE
+    assert host.bf16_override(get_config("vae-mnist"), bf16=True) == ["model.compute_dtype=bfloat16"]
+    assert host.bf16_override(get_config("conv-vae-mnist"), bf16=True) == []  # its convolutions are float32 only
+    assert host.bf16_override(get_config("dcgan-mnist"), bf16=True) == []  # no compute dtype at all
     assert host.bf16_override(get_config("gpt-shakespeare-char-cpu", ["model.compute_dtype=bfloat16"]),
                               bf16=True) == []
     line = host.describe(2, ["model.compute_dtype=bfloat16"])

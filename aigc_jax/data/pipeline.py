@@ -126,14 +126,17 @@ def make_device_transform(config: DataConfig):
         index = out.pop("index", None)
         if "image" not in batch:  # token batches pass through
             return out
-        x = batch["image"].astype(jnp.float32) / 255.0
+        image = batch["image"]
+        # Elementwise work on the [B, H * W * C] view (a free reshape): XLA:CPU vectorises loops along the last
+        # axis, which is 1 for grey images. The random draws are the same: they follow the row-major index.
+        x = image.reshape(image.shape[0], -1).astype(jnp.float32) / 255.0
         if config.binarize == "dynamic":
             if index is None:
                 x = jax.random.bernoulli(key, x).astype(jnp.float32)
             else:
                 keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(index)
                 x = jax.vmap(jax.random.bernoulli)(keys, x).astype(jnp.float32)
-        out["image"] = x
+        out["image"] = x.reshape(image.shape)
         return out
 
     return transform

@@ -15,4 +15,5 @@ from aigc_jax.nn.layers import depth_to_space as depth_to_space
 from aigc_jax.nn.layers import dropout as dropout
 from aigc_jax.nn.layers import patches as patches
 from aigc_jax.nn.layers import space_to_depth as space_to_depth
+from aigc_jax.nn.linear import add_bias as add_bias
 from aigc_jax.nn.linear import dense as dense

@@ -95,3 +95,35 @@ def _dense_bwd(backend, res, dy):
 
 
 dense_reverse_mode.defvjp(_dense_fwd, _dense_bwd)
+
+
+def add_bias(y: jax.Array, b: jax.Array) -> jax.Array:
+    """``y [..., M] + b [M]`` in ``y``'s dtype (``b`` cast to it).
+
+    Plain ``jax.numpy`` unless traced inside `reverse_mode_kernels`, where a hand-written VJP returns the bias
+    gradient (in ``b``'s dtype) as a product with a vector of ones, ``1 [R] @ dy [R, M]`` accumulated in float32:
+    XLA:CPU rewrites the plain column sum over a batch into a reduce-window that ran several times slower than
+    this product (benchmarks/README.md, "Fast by default"). The same values up to the order of the sum.
+    """
+    if not reverse_mode_kernels_enabled():
+        return y + b.astype(y.dtype).reshape((1,) * (y.ndim - 1) + b.shape)
+    return add_bias_reverse_mode(y, b)
+
+
+@jax.custom_vjp
+def add_bias_reverse_mode(y: jax.Array, b: jax.Array) -> jax.Array:
+    """`add_bias` with the hand-written VJP (reverse mode only)."""
+    return y + b.astype(y.dtype).reshape((1,) * (y.ndim - 1) + b.shape)
+
+
+def _add_bias_fwd(y, b):
+    return add_bias_reverse_mode(y, b), b
+
+
+def _add_bias_bwd(b, dy):
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    db = _matmul(jnp.ones((1, dy2.shape[0]), dy.dtype), dy2).reshape(b.shape)
+    return dy, db.astype(b.dtype)
+
+
+add_bias_reverse_mode.defvjp(_add_bias_fwd, _add_bias_bwd)

@@ -86,11 +86,17 @@ def prepare_cpu_devices(count: int) -> int:
     return count
 
 
+def offers_bf16(model_config) -> bool:
+    """Whether the model config has a ``compute_dtype`` that may be bfloat16: the field, and the config's
+    ``bf16_compute`` property where it has one (e.g. the VAE's convolutional networks compute in float32 only)."""
+    has_dtype = any(f.name == "compute_dtype" for f in dataclasses.fields(model_config))
+    return has_dtype and bool(getattr(model_config, "bf16_compute", True))
+
+
 def bf16_override(config, bf16: bool | None = None) -> list[str]:
     """``["model.compute_dtype=bfloat16"]`` for a float32 model that offers bfloat16 compute on a CPU with native
     bfloat16 (``bf16``: that fact, default read from /proc/cpuinfo), else ``[]``."""
-    has_dtype = any(f.name == "compute_dtype" for f in dataclasses.fields(config.model))
-    if not has_dtype or config.model.compute_dtype != "float32":
+    if not offers_bf16(config.model) or config.model.compute_dtype != "float32":
         return []
     return ["model.compute_dtype=bfloat16"] if (native_bf16() if bf16 is None else bf16) else []
 

@@ -40,11 +40,18 @@ class VAEConfig(ModelConfig):
     num_classes: int = 0  # > 0: conditional VAE, labels one-hot into encoder and decoder
     iwae_samples: int = 1000  # k of the importance-weighted NLL estimate reported by `eval`
     iwae_chunk: int = 100  # samples decoded at once in the IWAE estimate (memory vs speed)
+    # arch=mlp: the dtype of the products (params stay float32, the master copy; outputs and the loss are float32)
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     @property
     def needs_binary_data(self) -> bool:
         """A Bernoulli decoder is a likelihood of binary pixels only (grey data: continuous_bernoulli)."""
         return self.likelihood == "bernoulli"
+
+    @property
+    def bf16_compute(self) -> bool:
+        """Whether ``compute_dtype=bfloat16`` is valid here (`aigc_jax.train.host`'s fast defaults ask)."""
+        return self.arch == "mlp"
 
     def validate(self) -> None:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
@@ -60,14 +67,17 @@ class VAEConfig(ModelConfig):
             raise UserError("model.hidden needs at least one width for arch=mlp")
         if self.arch == "conv" and not self.channels:
             raise UserError("model.channels needs at least one stage for arch=conv")
+        if self.arch == "conv" and self.compute_dtype != "float32":
+            raise UserError(f"model.compute_dtype={self.compute_dtype} needs arch=mlp (the convolutional networks "
+                            "compute in float32)")
 
 
 class VAENetwork(nnx.Module):
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         if cfg.arch == "mlp":
             args = (cfg.image_shape, cfg.hidden, cfg.latent_dim, cfg.num_classes, cfg.activation)
-            self.encoder = MLPEncoder(*args, rngs=rngs)
-            self.decoder = MLPDecoder(*args, rngs=rngs)
+            self.encoder = MLPEncoder(*args, rngs=rngs, compute_dtype=cfg.compute_dtype)
+            self.decoder = MLPDecoder(*args, rngs=rngs, compute_dtype=cfg.compute_dtype)
         else:
             args = (cfg.image_shape, cfg.channels, cfg.latent_dim, cfg.num_classes, cfg.activation)
             self.encoder = ConvEncoder(*args, rngs=rngs)

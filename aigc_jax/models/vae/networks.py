@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aigc_jax.nn.layers import depth_to_space
+from aigc_jax.nn.linear import add_bias, dense
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "softplus": jax.nn.softplus}
 
@@ -21,23 +22,40 @@ def _cat(x: jax.Array, y: jax.Array | None) -> jax.Array:
     return x if y is None else jnp.concatenate([x, y.astype(x.dtype)], axis=-1)
 
 
+def _linear(layer: nnx.Linear, h: jax.Array, out_dtype=None) -> jax.Array:
+    """``layer(h)`` through `aigc_jax.nn.dense`: the product in ``h``'s dtype (float32 params cast to it, float32
+    accumulation; in the train step, the backward that keeps bfloat16 products fast on XLA:CPU), the bias added in
+    ``out_dtype`` (default ``h``'s)."""
+    dtype = out_dtype or h.dtype
+    return add_bias(dense(h, layer.kernel[...]).astype(dtype), layer.bias[...])
+
+
 class MLPEncoder(nnx.Module):
-    def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
+    """Dense layers with ``activation``, then a linear head to (mean, logvar). ``compute_dtype``: the products'
+    dtype (float32 params are cast to it); the outputs are float32."""
+
+    def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs,
+                 compute_dtype: str = "float32"):
+        self.dtype = jnp.dtype(compute_dtype)
         sizes = [math.prod(image_shape) + num_classes, *hidden]
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
         self.head = nnx.Linear(sizes[-1], 2 * latent_dim, rngs=rngs)
         self.act = ACTIVATIONS[activation]
 
     def __call__(self, x, y=None):
-        h = _cat(x.reshape(x.shape[0], -1), y)
+        h = _cat(x.reshape(x.shape[0], -1), y).astype(self.dtype)
         for layer in self.layers:
-            h = self.act(layer(h))
-        mean, logvar = jnp.split(self.head(h), 2, axis=-1)
+            h = self.act(_linear(layer, h))
+        mean, logvar = jnp.split(_linear(self.head, h, jnp.float32), 2, axis=-1)
         return mean, logvar
 
 
 class MLPDecoder(nnx.Module):
-    def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs):
+    """The encoder's mirror: dense layers, then per-pixel logits (float32) in the image's shape."""
+
+    def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs,
+                 compute_dtype: str = "float32"):
+        self.dtype = jnp.dtype(compute_dtype)
         sizes = [latent_dim + num_classes, *reversed(hidden)]
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
         self.out = nnx.Linear(sizes[-1], math.prod(image_shape), rngs=rngs)
@@ -45,10 +63,10 @@ class MLPDecoder(nnx.Module):
         self.image_shape = tuple(image_shape)
 
     def __call__(self, z, y=None):
-        h = _cat(z, y)
+        h = _cat(z, y).astype(self.dtype)
         for layer in self.layers:
-            h = self.act(layer(h))
-        return self.out(h).reshape(z.shape[0], *self.image_shape)
+            h = self.act(_linear(layer, h))
+        return _linear(self.out, h, jnp.float32).reshape(z.shape[0], *self.image_shape)
 
 
 class ConvEncoder(nnx.Module):
