@@ -1,8 +1,10 @@
-"""The README's speed table, generated from benchmarks/results/bench_cpu.json (`aigc-jax bench`) and
-benchmarks/results/peers_cpu.json (`python -m benchmarks.peers`).
+"""The README's speed table, generated from benchmarks/results/bench_cpu.json (`aigc-jax bench`),
+benchmarks/results/peers_cpu.json (`python -m benchmarks.peers`) and benchmarks/results/train_throughput_vae_cpu.json
+(`benchmarks/train_throughput.py --only vae`: the trainer against the PyTorch twin).
 
     aigc-jax bench vae-mnist conv-vae-mnist dcgan-mnist pixelcnn-mnist gpt-shakespeare-char-cpu flow-mnist \\
         --out benchmarks/results/bench_cpu.json
+    python benchmarks/train_throughput.py --only vae --rounds 5 --out benchmarks/results/train_throughput_vae_cpu.json
     python -m benchmarks.speed_table [--write | --check]
 """
 
@@ -25,12 +27,13 @@ def table() -> str:
 
     bench = json.loads((RESULTS / "bench_cpu.json").read_text())
     peers = json.loads((RESULTS / "peers_cpu.json").read_text())
+    vae = json.loads((RESULTS / "train_throughput_vae_cpu.json").read_text())["vae_mnist_side_by_side"]
     host = bench["host"]
     title = f"`aigc-jax bench`, {host['cores']}-core {host['cpu']}"
     lines = [bench_table(bench).replace("| experiment |", f"| {title} |", 1), ""]
     g, d, s = peers["gpt"], peers["dcgan"], peers["sampling"]["batches"]
-    lines += [f"| the PyTorch peers' own code, one after the other (`benchmarks.peers`, {peers['host']['cpu']}) | "
-              "peer | ours | ratio |", "| --- | --- | --- | --- |",
+    lines += [f"| against PyTorch on the same host ({peers['host']['cpu']}): the peers' own code, one after the other "
+              "(`benchmarks.peers`), and the VAE twin | peer | ours | ratio |", "| --- | --- | --- | --- |",
               f"| `gpt-shakespeare-char-cpu` vs nanoGPT's README command: wall / ms per step | "
               f"{g['nanogpt']['wall_s']:.1f} s / {g['nanogpt']['ms_per_iter_median']:.2f} | "
               f"{g['ours']['wall_s']:.1f} s / {g['ours']['ms_per_step']:.2f} | {g['wall_ratio']:.2f}x the time / "
@@ -38,6 +41,10 @@ def table() -> str:
               f"| `dcgan-mnist` vs PyTorch-GAN's `dcgan.py` (batch 64) | "
               f"{d['pytorch_gan']['iters_per_sec']:.2f} it/s | "
               f"{d['ours']['steps_per_sec']:.2f} steps/s | {d['speed_ratio']:.2f}x |",
+              f"| `vae-mnist` trainer ({vae['compute_dtype']}) vs its PyTorch twin (`benchmarks/torch_vae.py`, float32 "
+              f"eager), batch 128, medians of {len(vae['torch']['rounds'])} alternating rounds | "
+              f"{vae['torch']['steps_per_sec']:.1f} steps/s | {vae['trainer']['steps_per_sec']:.1f} steps/s | "
+              f"{vae['jax_trainer_over_torch']:.2f}x |",
               f"| 500 tokens, KV cache vs nanoGPT's `generate`, batch 1 / 16 | {s['1']['nanogpt_tokens_per_sec']:,.0f}"
               f" / {s['16']['nanogpt_tokens_per_sec']:,.0f} tok/s | {s['1']['ours_tokens_per_sec']:,.0f} / "
               f"{s['16']['ours_tokens_per_sec']:,.0f} tok/s | {s['1']['ratio']:.1f}x / {s['16']['ratio']:.1f}x |"]

@@ -11,12 +11,7 @@ Prints one JSON object:
   PyTorch twin in `benchmarks/torch_vae.py` (skipped with a note when torch is not installed:
   `pip install -e '.[bench]'`), alternating in every round (medians). Ratios are trainer/bare and jax/torch. The
   trainer's run also reports its test -ELBO as a quality check (band: it must fall from ~540 nats at init to
-  below 130 within the timed steps).
-
-Our side runs the configuration ``aigc-jax train`` picks on this host (`aigc_jax.train.host`: bfloat16 compute
-for the MLP VAE where the CPU has native bfloat16; ``--no-fast-defaults``: the experiments' float32); the bare
-loop runs the same model and, like the trainer, traces its gradient inside `reverse_mode_kernels`, so that the
-trainer/bare ratio measures the trainer alone. The PyTorch twins stay float32 eager, as their users run them.
+  below 130 within the timed steps). The twin runs in a process of its own each round.
 - ``dcgan_mnist_side_by_side`` (batch 64, Adam 2e-4 (0.5, 0.999), non-saturating loss, EMA generator): the full
   trainer on `dcgan-mnist` (as above), a bare hand-written `jax.jit` step (D update, G update, EMA; no NaN guard)
   and the PyTorch eager twin in `benchmarks/torch_dcgan.py` (same layer shapes; parameter counts asserted equal).
@@ -24,6 +19,12 @@ trainer/bare ratio measures the trainer alone. The PyTorch twins stay float32 ea
   train step of `wgan-gp-mnist` (its n_critic critic updates with the gradient penalty + 1 generator update),
   JAX only.
   The 1-minute load average before and after is recorded: on a shared machine it explains outliers.
+
+Our side runs the configuration ``aigc-jax train`` picks on this host (`aigc_jax.train.host`'s precision: bfloat16
+for the MLP VAE where the CPU has native bfloat16, float32 for the DCGAN; ``--no-fast-defaults``: the experiments'
+float32; ``--set KEY=VALUE``: an override for the VAE); the bare loop runs the same model and, like the trainer,
+traces its gradient inside `reverse_mode_kernels`, so that the trainer/bare ratio measures the trainer alone. The
+PyTorch twins stay float32 eager, as their users run them.
 
 ``--only`` picks parts (default all): ``vae`` and ``dcgan`` (the side-by-sides), ``experiments`` (every experiment).
 """
@@ -53,8 +54,8 @@ from aigc_jax.api import get_config  # noqa: E402
 from aigc_jax.core.registry import list_experiments  # noqa: E402
 from aigc_jax.data import sources  # noqa: E402
 from aigc_jax.data.pipeline import train_iterator  # noqa: E402
-from aigc_jax.parallel import mesh as meshlib  # noqa: E402
 from aigc_jax.nn import reverse_mode_kernels  # noqa: E402
+from aigc_jax.parallel import mesh as meshlib  # noqa: E402
 from aigc_jax.train import host  # noqa: E402
 from aigc_jax.train.loop import train  # noqa: E402
 from aigc_jax.train.optim import make_optimizers  # noqa: E402
@@ -69,6 +70,7 @@ def _timed(fn, n, warmup=20):
 
 
 FAST = {"on": True}  # main() turns it off with --no-fast-defaults
+VAE_OVERRIDES: list[str] = []  # main()'s --set, for the VAE side-by-side
 
 
 def _config(name: str, extra: tuple[str, ...] = ()):
@@ -98,11 +100,11 @@ def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
             "devices": jax.device_count(), "compute_dtype": getattr(cfg.model, "compute_dtype", "float32")}
 
 
-def _run_trainer(name: str, steps: int, workdir: Path) -> tuple[dict, float, float]:
+def _run_trainer(name: str, steps: int, workdir: Path, extra: tuple[str, ...] = ()) -> tuple[dict, float, float]:
     """The whole `train()` loop: Grain input, metrics.jsonl + TensorBoard every 50 steps, async checkpoints.
     Returns the summary, the median steps/s of the logging windows after the first (which holds the compile)
     and the wall time."""
-    cfg = _config(name, (f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
+    cfg = _config(name, (*extra, f"train.steps={steps}", "train.log_every=50", "train.eval_every=0",
                          "train.sample_every=0", f"train.checkpoint_every={max(steps // 3, 1)}",
                          "train.num_eval_batches=4"))
     # The trainer's schedule spans these `steps` (the bare loop and the torch twin keep the full run's): the
@@ -116,7 +118,7 @@ def _run_trainer(name: str, steps: int, workdir: Path) -> tuple[dict, float, flo
 
 
 def bench_trainer(steps: int, workdir: Path) -> dict:
-    summary, sps, wall = _run_trainer("vae-mnist", steps, workdir)
+    summary, sps, wall = _run_trainer("vae-mnist", steps, workdir, tuple(VAE_OVERRIDES))
     return {"steps_per_sec": round(sps, 2), "wall_s": round(wall, 2),
             "test_neg_elbo": round(summary["eval"]["neg_elbo"], 2)}
 
@@ -124,7 +126,7 @@ def bench_trainer(steps: int, workdir: Path) -> dict:
 def make_bare():
     """A hand-written loop: numpy permutation batches, jax.jit step with the same loss and Adam + cosine.
     Returns ``run(steps) -> steps/s`` (compiled on first use)."""
-    cfg = _config("vae-mnist")
+    cfg = _config("vae-mnist", tuple(VAE_OVERRIDES))
     setup = build_setup(cfg)
     model = setup.model
     opt = make_optimizers(cfg)["vae"]
@@ -288,17 +290,14 @@ def make_torch_gan():
     return (lambda steps: _timed(run, steps, warmup=0)), info
 
 
-def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int, rounds: int) -> dict:
+def _side_by_side(run_trainer, bare_run, twin, rounds: int, bare_steps: int, torch_steps: int, **described) -> dict:
+    """The trainer (``run_trainer(workdir) -> its result``), the bare loop and the torch twin (``None``: skipped)
+    alternate in every round so that machine noise hits all alike; medians over the rounds, and their ratios."""
     load = LoadAverage()
-    bare_run, jax_counts = make_bare_gan()
-    twin = make_torch_gan()
-    if twin is not None:
-        assert twin[1]["params"] == jax_counts, (twin[1]["params"], jax_counts)
-    # Alternate trainer, bare loop and torch in every round so that machine noise hits all three alike; medians.
     trainer_runs, bare_runs, torch_runs = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            trainer_runs.append(bench_gan_trainer(trainer_steps, Path(tmp) / "run"))
+            trainer_runs.append(run_trainer(Path(tmp) / "run"))
         bare_runs.append(round(bare_run(bare_steps), 2))
         if twin is not None:
             torch_runs.append(round(twin[0](torch_steps), 2))
@@ -306,12 +305,7 @@ def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int
     trainer["steps_per_sec"] = float(np.median([t["steps_per_sec"] for t in trainer_runs]))
     trainer["steps_per_sec_rounds"] = [t["steps_per_sec"] for t in trainer_runs]
     bare = float(np.median(bare_runs))
-    side = {"batch": GAN_BATCH, "params": jax_counts,
-            "model": "DCGAN 28x28 (dcgan-mnist): G linear 1024-BN-ReLU, linear-BN-ReLU + 2x (3x3 conv, pixel "
-                     "shuffle); D 2x (4x4/2 conv), linear 1024-BN-LReLU, linear; "
-                     "Adam 2e-4 (0.5, 0.999), non-saturating loss, D on real and fake separately, EMA of G",
-            "step": "1 D update + 1 G update + EMA (with the EMA generator's BN statistics)",
-            "trainer": trainer, "bare_jit_steps_per_sec": round(bare, 2), "bare_jit_rounds": bare_runs,
+    side = {**described, "trainer": trainer, "bare_jit_steps_per_sec": round(bare, 2), "bare_jit_rounds": bare_runs,
             "trainer_over_bare": round(trainer["steps_per_sec"] / bare, 3)}
     if twin is None:
         side["torch"] = {"skipped": "torch not installed (pip install -e '.[bench]')"}
@@ -322,37 +316,28 @@ def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int
         side["jax_bare_over_torch"] = round(bare / t, 3)
     side["load_avg_1m"] = load.record()
     return side
+
+
+def bench_gan_side_by_side(trainer_steps: int, bare_steps: int, torch_steps: int, rounds: int) -> dict:
+    bare_run, jax_counts = make_bare_gan()
+    twin = make_torch_gan()
+    if twin is not None:
+        assert twin[1]["params"] == jax_counts, (twin[1]["params"], jax_counts)
+    return _side_by_side(
+        lambda wd: bench_gan_trainer(trainer_steps, wd), bare_run, twin, rounds, bare_steps, torch_steps,
+        batch=GAN_BATCH, params=jax_counts,
+        model="DCGAN 28x28 (dcgan-mnist): G linear 1024-BN-ReLU, linear-BN-ReLU + 2x (3x3 conv, pixel shuffle); "
+              "D 2x (4x4/2 conv), linear 1024-BN-LReLU, linear; Adam 2e-4 (0.5, 0.999), non-saturating loss, D on "
+              "real and fake separately, EMA of G",
+        step="1 D update + 1 G update + EMA (with the EMA generator's BN statistics)")
 
 
 def bench_vae_side_by_side(args) -> dict:
-    # The trainer, the bare loop and torch alternate in every round so that machine noise hits all alike; medians.
-    load = LoadAverage()
-    bare_run = make_bare()
-    twin = make_torch()
-    trainer_runs, bare_runs, torch_runs = [], [], []
-    for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer_runs.append(bench_trainer(args.trainer_steps, Path(tmp) / "run"))
-        bare_runs.append(round(bare_run(args.trainer_steps), 2))
-        if twin is not None:
-            torch_runs.append(round(twin[0](args.trainer_steps), 2))  # as many steps as the trainer's
-    trainer = dict(trainer_runs[-1])
-    trainer["steps_per_sec"] = float(np.median([t["steps_per_sec"] for t in trainer_runs]))
-    trainer["steps_per_sec_rounds"] = [t["steps_per_sec"] for t in trainer_runs]
-    bare = float(np.median(bare_runs))
-    side = {"batch": 128, "model": "MLP VAE 784-500-500-50, Adam + cosine, dynamic binarization",
-            "compute_dtype": _config("vae-mnist").model.compute_dtype,
-            "trainer": trainer, "bare_jit_steps_per_sec": round(bare, 2), "bare_jit_rounds": bare_runs,
-            "trainer_over_bare": round(trainer["steps_per_sec"] / bare, 3)}
-    if twin is None:
-        side["torch"] = {"skipped": "torch not installed (pip install -e '.[bench]')"}
-    else:
-        t = float(np.median(torch_runs))
-        side["torch"] = {"steps_per_sec": round(t, 2), "rounds": torch_runs, **twin[1]}
-        side["jax_trainer_over_torch"] = round(trainer["steps_per_sec"] / t, 3)
-        side["jax_bare_over_torch"] = round(bare / t, 3)
-    side["load_avg_1m"] = load.record()
-    return side
+    # As many torch steps per round as the trainer's.
+    return _side_by_side(lambda wd: bench_trainer(args.trainer_steps, wd), make_bare(), make_torch(), args.rounds,
+                         args.trainer_steps, args.trainer_steps, batch=128,
+                         model="MLP VAE 784-500-500-50, Adam + cosine, dynamic binarization",
+                         compute_dtype=_config("vae-mnist", tuple(VAE_OVERRIDES)).model.compute_dtype)
 
 
 PARTS = ("vae", "dcgan", "experiments")
@@ -370,9 +355,12 @@ def main() -> None:
     ap.add_argument("--wgan-steps", type=int, default=10, help="timed steps of the wgan-gp-mnist jitted step")
     ap.add_argument("--no-fast-defaults", action="store_true",
                     help="the experiments' own precision instead of the one aigc-jax train picks on this host")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the VAE side-by-side (e.g. model.compute_dtype=bfloat16)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     FAST["on"] = not args.no_fast_defaults
+    VAE_OVERRIDES.extend(args.set)
     parts = [p for p in args.only.split(",") if p]
     if unknown := set(parts) - set(PARTS):
         ap.error(f"--only: unknown part(s) {sorted(unknown)}; expected among {PARTS}")

@@ -210,6 +210,25 @@ def test_dense_weight_gradient_comes_back_in_the_weights_dtype():
         assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("reverse_mode", [False, True])
+def test_dense_float32_output_keeps_the_unrounded_sums(reverse_mode):
+    """bfloat16 operands, ``out_dtype=float32``: the float32 accumulator itself (not rounded to bfloat16), and in
+    reverse mode the gradients of the bfloat16 product taken with the incoming gradient rounded to bfloat16."""
+    x, _, dy = _dense_args(jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(2), (16, 24))
+    fn = _switched(lambda x, w: dense(x, w, out_dtype=jnp.float32, backend="cpu"), reverse_mode)
+    out, vjp = jax.vjp(fn, x, w)
+    want = jnp.matmul(x, w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    assert out.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(want))
+    assert not np.array_equal(np.asarray(out), _f32(want.astype(jnp.bfloat16)))  # more bits than bfloat16 keeps
+    dx, dw = vjp(dy.astype(jnp.float32))
+    dx_ref, dw_ref = jax.vjp(_switched(lambda x, w: dense(x, w, backend="cpu"), reverse_mode), x, w)[1](dy)
+    assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+    np.testing.assert_allclose(_f32(dx), _f32(dx_ref), rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(np.asarray(dw), np.asarray(dw_ref), rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_forward_mode_equals_the_reference(dtype):
     x, w, _ = _dense_args(dtype)

@@ -53,35 +53,40 @@ def _matmul(a, b):
     return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
-def _product(x, w):
-    return _matmul(x, w.astype(x.dtype)).astype(x.dtype)
+def _product(x, w, out_dtype=None):
+    return _matmul(x, w.astype(x.dtype)).astype(out_dtype or x.dtype)
 
 
-def dense(x: jax.Array, w: jax.Array, *, backend: str | None = None) -> jax.Array:
-    """``x [..., K] @ w [K, M] -> [..., M]`` in ``x``'s dtype, accumulated in float32.
+def dense(x: jax.Array, w: jax.Array, *, out_dtype=None, backend: str | None = None) -> jax.Array:
+    """``x [..., K] @ w [K, M] -> [..., M]`` in ``out_dtype`` (default ``x``'s dtype), accumulated in float32.
+
+    ``out_dtype=jnp.float32`` with bfloat16 ``x``: the float32 sums themselves, not rounded to bfloat16 (e.g. a
+    model's output layer); the backward rounds the incoming gradient to ``x``'s dtype for its products.
 
     Plain ``jax.numpy`` (every transformation) unless traced inside `reverse_mode_kernels`, where it is
     `dense_reverse_mode` for ``backend`` (default ``jax.default_backend()``). Both give the same values.
     """
+    out_dtype = None if out_dtype is None else jnp.dtype(out_dtype)
     if not reverse_mode_kernels_enabled():
-        return _product(x, w)
-    return dense_reverse_mode(x, w, backend or jax.default_backend())
+        return _product(x, w, out_dtype)
+    return dense_reverse_mode(x, w, backend or jax.default_backend(), out_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def dense_reverse_mode(x: jax.Array, w: jax.Array, backend: str) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def dense_reverse_mode(x: jax.Array, w: jax.Array, backend: str, out_dtype=None) -> jax.Array:
     """`dense` with the hand-written VJP (reverse mode only) whose backward suits ``backend`` (``"cpu"``: the
     physically transposed bfloat16 operands; anything else: plain transposes). The name is an argument so that a
     test on one machine runs either backward."""
-    return _product(x, w)
+    return _product(x, w, out_dtype)
 
 
-def _dense_fwd(x, w, backend):
-    return dense_reverse_mode(x, w, backend), (x, w)
+def _dense_fwd(x, w, backend, out_dtype):
+    return dense_reverse_mode(x, w, backend, out_dtype), (x, w)
 
 
-def _dense_bwd(backend, res, dy):
-    x, w = res  # dy has x's dtype (the output's)
+def _dense_bwd(backend, out_dtype, res, dy):
+    x, w = res
+    dy = dy.astype(x.dtype)  # the products run in x's dtype
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
     if x.dtype == jnp.bfloat16 and backend == "cpu":

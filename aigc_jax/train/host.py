@@ -87,10 +87,11 @@ def prepare_cpu_devices(count: int) -> int:
 
 
 def offers_bf16(model_config) -> bool:
-    """Whether the model config has a ``compute_dtype`` that may be bfloat16: the field, and the config's
-    ``bf16_compute`` property where it has one (e.g. the VAE's convolutional networks compute in float32 only)."""
+    """Whether the fast defaults may give this model config ``compute_dtype=bfloat16``: it has the field, and its
+    ``bf16_by_default`` property (where it has one) allows it (the VAE's convolutional networks compute in float32
+    only)."""
     has_dtype = any(f.name == "compute_dtype" for f in dataclasses.fields(model_config))
-    return has_dtype and bool(getattr(model_config, "bf16_compute", True))
+    return has_dtype and bool(getattr(model_config, "bf16_by_default", True))
 
 
 def bf16_override(config, bf16: bool | None = None) -> list[str]:

@@ -23,16 +23,15 @@ def _cat(x: jax.Array, y: jax.Array | None) -> jax.Array:
 
 
 def _linear(layer: nnx.Linear, h: jax.Array, out_dtype=None) -> jax.Array:
-    """``layer(h)`` through `aigc_jax.nn.dense`: the product in ``h``'s dtype (float32 params cast to it, float32
-    accumulation; in the train step, the backward that keeps bfloat16 products fast on XLA:CPU), the bias added in
-    ``out_dtype`` (default ``h``'s)."""
-    dtype = out_dtype or h.dtype
-    return add_bias(dense(h, layer.kernel[...]).astype(dtype), layer.bias[...])
+    """``layer(h)`` through `aigc_jax.nn.dense`: the product of ``h``'s dtype (float32 params cast to it, float32
+    accumulation; in the train step, the backward that keeps bfloat16 products fast on XLA:CPU), returned and
+    added to the bias in ``out_dtype`` (default ``h``'s)."""
+    return add_bias(dense(h, layer.kernel[...], out_dtype=out_dtype), layer.bias[...])
 
 
 class MLPEncoder(nnx.Module):
     """Dense layers with ``activation``, then a linear head to (mean, logvar). ``compute_dtype``: the products'
-    dtype (float32 params are cast to it); the outputs are float32."""
+    dtype (float32 params are cast to it); the outputs are float32 (the head's float32 sums, unrounded)."""
 
     def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs,
                  compute_dtype: str = "float32"):
@@ -51,7 +50,8 @@ class MLPEncoder(nnx.Module):
 
 
 class MLPDecoder(nnx.Module):
-    """The encoder's mirror: dense layers, then per-pixel logits (float32) in the image's shape."""
+    """The encoder's mirror: dense layers, then per-pixel logits (float32) in the image's shape. With bfloat16
+    compute, the first layer's product is float32 (it reads the latent) and the rest bfloat16."""
 
     def __init__(self, image_shape, hidden, latent_dim, num_classes, activation, *, rngs: nnx.Rngs,
                  compute_dtype: str = "float32"):
@@ -63,8 +63,9 @@ class MLPDecoder(nnx.Module):
         self.image_shape = tuple(image_shape)
 
     def __call__(self, z, y=None):
-        h = _cat(z, y).astype(self.dtype)
-        for layer in self.layers:
+        # The first layer reads the float32 latent (a small product): z's bits matter, rounding it costs quality.
+        h = self.act(_linear(self.layers[0], _cat(z, y), self.dtype))
+        for layer in self.layers[1:]:
             h = self.act(_linear(layer, h))
         return _linear(self.out, h, jnp.float32).reshape(z.shape[0], *self.image_shape)
 
