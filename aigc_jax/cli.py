@@ -7,6 +7,7 @@ status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -199,7 +200,8 @@ def _cmd_train(args) -> int:
         cfg = get_config(args.experiment, overrides)
     workdir = Path(args.workdir or os.path.join("runs", args.experiment))
     _devices_for_mesh(cfg.mesh)
-    kept = _stored_dtype(workdir, overrides)
+    has_dtype = any(f.name == "compute_dtype" for f in dataclasses.fields(cfg.model))
+    kept = _stored_dtype(workdir, overrides) if has_dtype else []
     if kept:
         overrides += kept
         cfg = get_config(args.experiment, overrides)
@@ -236,15 +238,20 @@ def _devices_for_mesh(spec: str) -> None:
 
 def _stored_dtype(workdir: Path, overrides: list[str]) -> list[str]:
     """A resumed run keeps the compute dtype it was trained with (its config.json's, e.g. bfloat16 chosen by the
-    fast defaults on another host), unless the command sets one: ``["model.compute_dtype=..."]`` or ``[]``."""
+    fast defaults on another host; float32 where the file predates the field), unless the command sets one:
+    ``["model.compute_dtype=..."]`` or ``[]``. Call it only for a model config that has the field."""
     import json
 
     if any(o.startswith("model.compute_dtype=") for o in overrides):
         return []
     try:
-        stored = (json.loads((workdir / "config.json").read_text()).get("model") or {}).get("compute_dtype")
+        model = json.loads((workdir / "config.json").read_text()).get("model")
     except (OSError, ValueError, AttributeError):
         return []  # no run there yet, or one the trainer reports in its own words
+    if not isinstance(model, dict):
+        return []
+    # A config.json written before its family had the field (e.g. a VAE run before 2026-12-06) was float32.
+    stored = model.get("compute_dtype", "float32")
     return [f"model.compute_dtype={stored}"] if isinstance(stored, str) else []
 
 

@@ -86,3 +86,26 @@ def test_a_mesh_on_the_command_line_gets_its_cpu_devices(tmp_path):
     run = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-500:]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["mesh"] == "data=2"
+
+
+def test_a_vae_run_from_before_the_dtype_field_resumes_in_float32(tmp_path, monkeypatch, capsys):
+    """A VAE run directory written before VAEConfig had ``compute_dtype`` was trained in float32: resumed on a host
+    with native bfloat16, it stays float32 (the fast defaults do not switch a run's precision half-way)."""
+    monkeypatch.setenv("AIGC_JAX_FAST_DEFAULTS", "1")
+    monkeypatch.setattr(host, "native_bf16", lambda: True)
+    tiny = ["--set", "model.hidden=16", "--set", "model.latent_dim=2", "--set", "data.batch_size=8",
+            "--set", "train.num_eval_batches=1", "--set", "train.sample_every=0", "--set", "model.iwae_samples=2",
+            "--set", "model.iwae_chunk=1", "--no-progress"]
+    wd = tmp_path / "run"
+    assert main(["train", "vae-mnist", "--workdir", str(wd), "--steps", "2", *tiny, "--no-fast-defaults"]) == 0
+    stored = json.loads((wd / "config.json").read_text())
+    assert stored["model"].pop("compute_dtype") == "float32"
+    (wd / "config.json").write_text(json.dumps(stored))  # as written before the field existed
+    capsys.readouterr()
+    assert main(["train", "vae-mnist", "--workdir", str(wd), "--steps", "3", *tiny]) == 0
+    assert "fast defaults" not in capsys.readouterr().out
+    assert json.loads((wd / "config.json").read_text())["model"]["compute_dtype"] == "float32"
+    fresh = tmp_path / "fresh"  # a new run on the same host gets bfloat16, announced
+    assert main(["train", "vae-mnist", "--workdir", str(fresh), "--steps", "2", *tiny]) == 0
+    assert "bfloat16 compute with float32 master weights" in capsys.readouterr().out
+    assert json.loads((fresh / "config.json").read_text())["model"]["compute_dtype"] == "bfloat16"
