@@ -52,7 +52,7 @@ class VAEConfig(ModelConfig):
     def bf16_by_default(self) -> bool:
         """Whether `aigc_jax.train.host`'s fast defaults may pick ``compute_dtype=bfloat16``: for the MLP networks
         (the convolutional ones compute in float32 only). Measured for ``vae-mnist`` (benchmarks/README.md, "Fast
-        by default"): about 15% faster per step, and over two seeds the test bounds average the same as float32's."""
+        by default"): about 15% faster per step, and over three seeds the test bounds average the same as float32's."""
         return self.arch == "mlp"
 
     def validate(self) -> None:
