@@ -7,7 +7,6 @@ status 2 (or 1 for a run that failed, e.g. a NaN loss), never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -200,8 +199,7 @@ def _cmd_train(args) -> int:
         cfg = get_config(args.experiment, overrides)
     workdir = Path(args.workdir or os.path.join("runs", args.experiment))
     _devices_for_mesh(cfg.mesh)
-    has_dtype = any(f.name == "compute_dtype" for f in dataclasses.fields(cfg.model))
-    kept = _stored_dtype(workdir, overrides) if has_dtype else []
+    kept = _stored_dtype(workdir, overrides) if cfg.model.declared_compute_dtype is not None else []
     if kept:
         overrides += kept
         cfg = get_config(args.experiment, overrides)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._report import emit
+from benchmarks._report import emit, paced_steps
 
 
 def _definitions(hlo: str) -> dict[str, str]:
@@ -67,14 +67,10 @@ def main() -> None:
     state = setup.init_state(cfg.train.seed)
     it = train_iterator(sources.for_experiment(cfg, "train", setup.model.spec), cfg.data, setup.examples_per_step)
     batch = meshlib.to_global(next(it), setup.batch_sharding)
-    in_flight = meshlib.InFlight()
 
     def run(n):
         nonlocal state
-        for _ in range(n):
-            state, metrics = setup.train_step(state, batch)
-            in_flight.push(metrics)
-        jax.block_until_ready(state)
+        state, _ = paced_steps(setup.train_step, state, [batch] * n)
 
     run(10)
     t = time.perf_counter()
@@ -98,7 +94,7 @@ def main() -> None:
     hlo = _definitions(setup.train_step.lower(state, batch).compile().as_text())
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:args.top]
     emit({"benchmark": "step_profile", "experiment": args.experiment, "overrides": args.set, "fast_defaults": line,
-          "compute_dtype": getattr(cfg.model, "compute_dtype", "float32"), "devices": setup.mesh.devices.size,
+          "compute_dtype": cfg.model.declared_compute_dtype or "float32", "devices": setup.mesh.devices.size,
           "step_ms": round(wall_ms, 3), "thread_ms_per_step": round(sum(per_op.values()), 3),
           "per_kind_ms": {k: round(v, 3) for k, v in sorted(per_kind.items(), key=lambda kv: -kv[1]) if v >= 0.01},
           "top_ops": [{"op": k, "ms": round(v, 3), "hlo": hlo.get(k, "")} for k, v in top]}, args.out)

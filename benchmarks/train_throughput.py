@@ -97,7 +97,7 @@ def bench_experiment(name: str, steps: int, warmup: int = 20) -> dict:
     sps = _timed(run, steps, warmup)
     return {"compile_s": round(compile_s, 3), "steps_per_sec": round(sps, 2),
             "examples_per_sec": round(sps * setup.examples_per_step, 1), "batch": setup.examples_per_step,
-            "devices": jax.device_count(), "compute_dtype": getattr(cfg.model, "compute_dtype", "float32")}
+            "devices": jax.device_count(), "compute_dtype": cfg.model.declared_compute_dtype or "float32"}
 
 
 def _run_trainer(name: str, steps: int, workdir: Path, extra: tuple[str, ...] = ()) -> tuple[dict, float, float]:

@@ -117,6 +117,19 @@ class ModelConfig:
 
     STORED_DEFAULTS: typing.ClassVar[dict[str, Any]] = {}
 
+    @property
+    def declared_compute_dtype(self) -> str | None:
+        """The value of the family's ``compute_dtype`` field ("float32", "bfloat16"), or None for a family
+        without one (it computes in float32)."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        return self.compute_dtype if "compute_dtype" in fields else None
+
+    @property
+    def bf16_by_default(self) -> bool:
+        """Whether `aigc_jax.train.host`'s fast defaults may pick ``compute_dtype=bfloat16`` on a CPU with native
+        bfloat16: any family with the field, unless it narrows this (e.g. the VAE's convolutional networks)."""
+        return self.declared_compute_dtype is not None
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:

@@ -119,7 +119,7 @@ def measure(experiment: str, overrides: list[str], seconds: float, fast: bool) -
     t = time.perf_counter()
     run(steps)
     elapsed = time.perf_counter() - t
-    dtype = getattr(cfg.model, "compute_dtype", "float32")
+    dtype = cfg.model.declared_compute_dtype or "float32"
     return {"experiment": experiment, "steps_per_sec": steps / elapsed, "examples_per_sec":
             steps * setup.examples_per_step / elapsed, "batch": setup.examples_per_step,
             "compile_s": compile_s, "timed_steps": steps, "devices": devices, "compute_dtype": dtype,

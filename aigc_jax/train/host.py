@@ -20,7 +20,6 @@ not resume one trained at another precision.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -87,17 +86,15 @@ def prepare_cpu_devices(count: int) -> int:
 
 
 def offers_bf16(model_config) -> bool:
-    """Whether the fast defaults may give this model config ``compute_dtype=bfloat16``: it has the field, and its
-    ``bf16_by_default`` property (where it has one) allows it (the VAE's convolutional networks compute in float32
-    only)."""
-    has_dtype = any(f.name == "compute_dtype" for f in dataclasses.fields(model_config))
-    return has_dtype and bool(getattr(model_config, "bf16_by_default", True))
+    """Whether the fast defaults may give this model config ``compute_dtype=bfloat16`` (its declaration,
+    `ModelConfig.bf16_by_default`)."""
+    return model_config.bf16_by_default
 
 
 def bf16_override(config, bf16: bool | None = None) -> list[str]:
     """``["model.compute_dtype=bfloat16"]`` for a float32 model that offers bfloat16 compute on a CPU with native
     bfloat16 (``bf16``: that fact, default read from /proc/cpuinfo), else ``[]``."""
-    if not offers_bf16(config.model) or config.model.compute_dtype != "float32":
+    if not offers_bf16(config.model) or config.model.declared_compute_dtype != "float32":
         return []
     return ["model.compute_dtype=bfloat16"] if (native_bf16() if bf16 is None else bf16) else []
 
