@@ -352,6 +352,24 @@ def test_tokenizers_default_prompt_and_out_of_vocabulary_ids():
     assert char.decode([1, 2, 7]) == "ab\ufffd"
 
 
+def test_char_encoding_is_each_characters_index_in_the_vocabulary():
+    """The vectorised lookup gives ``chars.index(c)`` for every character: the embedded corpus, characters beyond
+    the Basic Multilingual Plane, a vocabulary not in code point order (a hand-written tokenizer.json), and an
+    error naming exactly the characters that are missing."""
+    from aigc_jax.data.text import CharTokenizer, read_corpus
+
+    text = read_corpus("shakespeare")
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    assert ids.dtype == np.int32 and ids.shape == (len(text),)
+    index = {c: i for i, c in enumerate(tok.chars)}
+    np.testing.assert_array_equal(ids, [index[c] for c in text])
+    odd = CharTokenizer("zé\U0001F600a\n")
+    assert odd.encode("a\U0001F600\nzé").tolist() == [3, 2, 4, 0, 1] and odd.encode("").tolist() == []
+    with pytest.raises(UserError, match="outside the model's vocabulary: 'bq'"):
+        odd.encode("zqab")
+
+
 @pytest.mark.parametrize("override", ["model.top_p=0", "model.top_p=1.5", "model.temperature=-1", "model.top_k=-3"])
 def test_sampling_settings_are_validated(override):
     with pytest.raises(UserError, match="expected temperature >= 0, 0 < top_p <= 1, top_k >= 0"):

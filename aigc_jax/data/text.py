@@ -35,11 +35,18 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> np.ndarray:
-        table = {c: i for i, c in enumerate(self.chars)}
-        missing = sorted({c for c in text if c not in table})
-        if missing:
-            raise UserError(f"the prompt has characters outside the model's vocabulary: {''.join(missing)!r}")
-        return np.array([table[c] for c in text], np.int32)
+        """Ids ``[len(text)]`` (int32). Vectorised: each character's code point is looked up in the sorted
+        vocabulary's code points (a corpus of a million characters in tens of milliseconds, not a Python loop)."""
+        vocab = np.frombuffer(self.chars.encode("utf-32-le"), np.uint32)
+        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        order = np.argsort(vocab, kind="stable")  # the identity for `from_text`'s sorted characters
+        ids = order[np.minimum(np.searchsorted(vocab, codes, sorter=order), max(len(vocab) - 1, 0))] \
+            if len(vocab) else np.zeros(codes.shape, np.int64)
+        known = vocab[ids] == codes if len(vocab) else np.zeros(codes.shape, bool)
+        if not known.all():
+            missing = "".join(sorted(set(np.asarray(list(text))[~known].tolist())))
+            raise UserError(f"the prompt has characters outside the model's vocabulary: {missing!r}")
+        return ids.astype(np.int32)
 
     def decode(self, ids) -> str:
         """Ids past the vocabulary (a model's padded vocab) decode to U+FFFD."""
