@@ -45,12 +45,26 @@ if "AIGC_JAX_TEST_RUNS" not in os.environ:
 os.environ["AIGC_JAX_FAST_DEFAULTS"] = "0"
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 # A strict numerical environment (equinox's habit): no implicit rank broadcasting, no implicit dtype promotion
 # (Python scalars stay weakly typed), and warnings are errors (pyproject.toml's filterwarnings, with its allow-list).
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# NaN is never "close" to NaN here: numpy's assert_allclose counts NaN == NaN as equal by default, so two paths that
+# both produce NaN (a derivative through a division by zero, say) would pass an equality test. A test that means
+# to compare NaNs says equal_nan=True.
+_assert_allclose = np.testing.assert_allclose
+
+
+def _assert_allclose_nan_unequal(actual, desired, *args, equal_nan=False, **kwargs):
+    __tracebackhide__ = True
+    return _assert_allclose(actual, desired, *args, equal_nan=equal_nan, **kwargs)
+
+
+np.testing.assert_allclose = _assert_allclose_nan_unequal
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ and converts the network's prediction back to ``(x0_hat, eps_hat)``, which is al
 (`aigc_jax.models.diffusion.samplers`). Times run from data to noise; a sampler walks a descending grid of them.
 
 - `DDPM` (Ho et al. 2020): discrete steps ``t = 0..T-1`` (Ho's ``t = 1..T``), ``a = sqrt(alpha_bar_t)``,
-  ``s = sqrt(1 - alpha_bar_t)`` with a linear beta schedule (1e-4 to 0.02 over T = 1000) or the cosine schedule of
+  ``s = sqrt(1 - alpha_bar_t)`` with a linear beta schedule (1e-4 to 0.02 over T = 1000, scaled by 1000 / T and
+  clipped at 0.999 for other T) or the cosine schedule of
   Nichol & Dhariwal 2021 (``alpha_bar(t) = cos^2(pi/2 (t/T + 0.008) / 1.008)``, betas clipped at 0.999); targets
   ``eps``, ``x0`` or ``v = a * eps - s * x0`` (Salimans & Ho 2022); t uniform.
 - `Flow` (flow matching / rectified flow, Lipman et al. 2023, Liu et al. 2023): ``t`` in [0, 1],
@@ -28,11 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def linear_betas(T: int, start: float = 1e-4, end: float = 0.02) -> np.ndarray:
+def linear_betas(T: int, start: float = 1e-4, end: float = 0.02, max_beta: float = 0.999) -> np.ndarray:
     """DDPM's schedule: betas evenly spaced from ``start`` to ``end`` for 1000 steps, scaled to keep the same
-    total noise for other T (``1000 / T`` times both ends, as improved DDPM does)."""
+    total noise for other T (``1000 / T`` times both ends, as improved DDPM does), clipped at ``max_beta`` as the
+    cosine schedule is. The clip only acts for T <= 20, where the scaled end reaches 1: a beta of 1 leaves
+    alpha_bar = 0 (x_T holds nothing of x0, and converting an eps prediction to x0 divides by a(t) = 0, whose
+    derivative is NaN), and a beta above 1 is no process at all."""
     scale = 1000.0 / T
-    return np.linspace(scale * start, scale * end, T, dtype=np.float64)
+    return np.minimum(np.linspace(scale * start, scale * end, T, dtype=np.float64), max_beta)
 
 
 def cosine_betas(T: int, offset: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
