@@ -53,10 +53,10 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-# NaN is never "close" to NaN here: numpy's assert_allclose counts NaN == NaN as equal by default, so two paths that
-# both produce NaN (a derivative through a division by zero, say) would pass an equality test. A test that means
-# to compare NaNs says equal_nan=True.
-_assert_allclose = np.testing.assert_allclose
+# NaN is never "close" or "equal" to NaN here: numpy's assert_allclose and assert_array_equal count NaN == NaN as
+# equal by default, so two paths that both produce NaN (a derivative through a division by zero, say) would pass an
+# equality test. A test that means to compare NaNs says equal_nan=True.
+_assert_allclose, _assert_array_equal = np.testing.assert_allclose, np.testing.assert_array_equal
 
 
 def _assert_allclose_nan_unequal(actual, desired, *args, equal_nan=False, **kwargs):
@@ -64,7 +64,20 @@ def _assert_allclose_nan_unequal(actual, desired, *args, equal_nan=False, **kwar
     return _assert_allclose(actual, desired, *args, equal_nan=equal_nan, **kwargs)
 
 
+def _has_nan(x) -> bool:
+    a = np.asarray(x)
+    return a.dtype.kind in "fc" and bool(np.isnan(a).any())
+
+
+def _assert_array_equal_nan_unequal(actual, desired, *args, equal_nan=False, **kwargs):
+    __tracebackhide__ = True
+    if not equal_nan and (_has_nan(actual) or _has_nan(desired)):
+        raise AssertionError("arrays compared for equality hold NaN (pass equal_nan=True if that is meant)")
+    return _assert_array_equal(actual, desired, *args, **kwargs)
+
+
 np.testing.assert_allclose = _assert_allclose_nan_unequal
+np.testing.assert_array_equal = _assert_array_equal_nan_unequal
 
 
 @pytest.fixture(scope="session")
