@@ -72,9 +72,11 @@ def _mesh_for(name):
 
 
 # The experiments whose tiny step differs from another's only in a scalar or a data transform (the conformance
-# suite's COVERED) compile under `-m slow`; so does ddpm-mnist here, whose step is cflow-mnist's U-Net (the same
-# forward and backward program) with another noising path and target.
-AOT_COVERED = (*COVERED, "ddpm-mnist")
+# suite's COVERED) compile under `-m slow`; so do, here, ddpm-mnist, whose step is cflow-mnist's U-Net (the same
+# forward and backward program) with another noising path and target, and the label-conditioned cgan-mnist and
+# cvae-mnist, whose steps are dcgan-mnist's and vae-mnist's with a label embedded or concatenated (no array that
+# the mesh shards differently).
+AOT_COVERED = (*COVERED, "ddpm-mnist", "cgan-mnist", "cvae-mnist")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow if n in AOT_COVERED else ())
