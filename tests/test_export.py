@@ -75,6 +75,7 @@ def _conditions(gen, kind, i):
 def _export(root: Path, cases: dict) -> Path:
     """Each case's tiny run exported to ``root/NAME.out``, with the library's rows and their inputs in
     ``root/NAME.npz``."""
+    root.mkdir(exist_ok=True)
     for name, (settings, kind) in cases.items():
         wd = tiny_run(name)  # the runs test_conformance.py checks (made once per session)
         flags = [f"--setting={k}={v}" for k, v in settings.items()]
@@ -145,7 +146,6 @@ def test_exported_samplers_run_with_jax_alone_and_equal_the_library(exported, tm
 
 @pytest.mark.slow
 def test_the_other_exported_samplers_run_with_jax_alone_and_equal_the_library(tmp_path):
-    (tmp_path / "export").mkdir()
     _probe(_export(tmp_path / "export", SLOW_CASES), list(SLOW_CASES), tmp_path)
 
 
